@@ -1,0 +1,66 @@
+# payments-service developer commands. `make` (or `make help`) lists them.
+# Every target that runs Python creates and uses the project's own .venv first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_SRC := proto/payments.proto
+PYTEST := $(BIN)/python -m pytest
+
+.DEFAULT_GOAL := help
+.PHONY: help install proto proto-check run test test-unit test-integration test-e2e \
+        lint format typecheck bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the service with its development tools
+
+proto: $(STAMP) ## Regenerate the Python code (and type stubs) from proto/payments.proto
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc \
+		-Ipayments_service=proto \
+		--python_out=app --grpc_python_out=app --mypy_out=app --mypy_grpc_out=app \
+		payments_service/payments.proto
+
+proto-check: proto ## Fail if the committed generated code differs from what the proto produces
+	git diff --exit-code -- app/payments_service/payments_pb2*
+
+run: $(STAMP) ## Start the service on localhost:7000 with the in-memory store (Ctrl+C stops it)
+	$(BIN)/python -m payments_service
+
+test: $(STAMP) ## Run every test (unit, integration, end-to-end)
+	$(PYTEST) tests
+
+test-unit: $(STAMP) ## Run the unit tests (no I/O)
+	$(PYTEST) tests/unit
+
+test-integration: $(STAMP) ## Run the integration tests (real server on a real port)
+	$(PYTEST) tests/integration
+
+test-e2e: $(STAMP) ## Run the end-to-end tests (real grpcurl, Prometheus, Helm engine, ...)
+	$(PYTEST) tests/e2e
+
+lint: $(STAMP) ## Lint the code (ruff) and check formatting
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+
+format: $(STAMP) ## Format the code and apply safe lint fixes
+	$(BIN)/ruff format app tests bench
+	$(BIN)/ruff check --fix app tests bench
+
+typecheck: $(STAMP) ## Type-check the package with mypy --strict
+	$(BIN)/mypy
+
+bench: $(STAMP) ## Measure calls/s and latency against a bare grpcio server (prints figures)
+	$(BIN)/python -m bench
+
+clean: ## Remove the virtual environment, caches and build output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

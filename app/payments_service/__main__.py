@@ -1,0 +1,7 @@
+"""`python -m payments_service` starts the server."""
+
+import sys
+
+from payments_service.server import main
+
+sys.exit(main())

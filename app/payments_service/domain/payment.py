@@ -1,0 +1,70 @@
+"""The payment entity and the validated request that creates one."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+
+class PaymentStatus(enum.Enum):
+    """Lifecycle of a payment. Values are the names stored and shown to callers."""
+
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRequest:
+    """A request that passed validation (see :mod:`payments_service.domain.validation`)."""
+
+    amount_minor: int
+    currency: str
+    order_id: str
+    idempotency_key: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """A digest of everything that must match for a retry to count as a replay."""
+        canonical = json.dumps(
+            [self.amount_minor, self.currency, self.order_id, sorted(self.metadata.items())],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """A recorded payment. Immutable: a status change produces a new value."""
+
+    payment_id: str
+    idempotency_key: str
+    request_fingerprint: str
+    amount_minor: int
+    currency: str
+    order_id: str
+    metadata: Mapping[str, str]
+    status: PaymentStatus
+    created_at: datetime
+
+    @classmethod
+    def new(cls, request: PaymentRequest, *, now: datetime | None = None) -> Payment:
+        """A new PENDING payment for ``request`` with a fresh random id."""
+        return cls(
+            payment_id=str(uuid.uuid4()),
+            idempotency_key=request.idempotency_key,
+            request_fingerprint=request.fingerprint(),
+            amount_minor=request.amount_minor,
+            currency=request.currency,
+            order_id=request.order_id,
+            metadata=MappingProxyType(dict(request.metadata)),
+            status=PaymentStatus.PENDING,
+            created_at=now or datetime.now(UTC),
+        )

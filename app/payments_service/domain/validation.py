@@ -1,0 +1,138 @@
+"""Input validation. Every rule is checked and every violation reported at once."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from collections.abc import Mapping
+
+from payments_service.domain.errors import FieldViolation, ValidationError
+from payments_service.domain.payment import PaymentRequest
+
+SUPPORTED_CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CAD", "AUD")
+MAX_AMOUNT_MINOR = 99_999_999_999
+MIN_IDEMPOTENCY_KEY_LENGTH = 8
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_ORDER_ID_LENGTH = 255
+MAX_METADATA_ENTRIES = 50
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def _check_amount(amount_minor: int) -> list[FieldViolation]:
+    if amount_minor <= 0:
+        return [FieldViolation("amount_minor", "must be greater than 0")]
+    if amount_minor > MAX_AMOUNT_MINOR:
+        return [FieldViolation("amount_minor", f"must be at most {MAX_AMOUNT_MINOR:,}")]
+    return []
+
+
+def _check_currency(currency: str) -> list[FieldViolation]:
+    if currency not in SUPPORTED_CURRENCIES:
+        allowed = ", ".join(SUPPORTED_CURRENCIES)
+        return [FieldViolation("currency", f"must be one of {allowed}")]
+    return []
+
+
+def _check_idempotency_key(key: str) -> list[FieldViolation]:
+    problems = []
+    if not MIN_IDEMPOTENCY_KEY_LENGTH <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        problems.append(
+            FieldViolation(
+                "idempotency_key",
+                f"must be {MIN_IDEMPOTENCY_KEY_LENGTH} to {MAX_IDEMPOTENCY_KEY_LENGTH} "
+                f"characters long (got {len(key)})",
+            )
+        )
+    if not (key.isascii() and key.isprintable()):
+        problems.append(
+            FieldViolation("idempotency_key", "must contain printable ASCII characters only")
+        )
+    return problems
+
+
+def _check_order_id(order_id: str) -> list[FieldViolation]:
+    if not order_id.strip():
+        return [FieldViolation("order_id", "must not be empty or blank")]
+    problems = []
+    if len(order_id) > MAX_ORDER_ID_LENGTH:
+        problems.append(
+            FieldViolation("order_id", f"must be at most {MAX_ORDER_ID_LENGTH} characters long")
+        )
+    if _has_control_characters(order_id):
+        problems.append(FieldViolation("order_id", "must not contain control characters"))
+    return problems
+
+
+def _check_metadata(metadata: Mapping[str, str]) -> list[FieldViolation]:
+    # Customer keys and values are never echoed back: they may hold personal data.
+    problems = []
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        problems.append(
+            FieldViolation("metadata", f"must have at most {MAX_METADATA_ENTRIES} entries")
+        )
+    counts = {
+        f"keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters long": sum(
+            not 1 <= len(k) <= MAX_METADATA_KEY_LENGTH for k in metadata
+        ),
+        "keys must not contain control characters": sum(
+            _has_control_characters(k) for k in metadata
+        ),
+        f"values must be at most {MAX_METADATA_VALUE_LENGTH} characters long": sum(
+            len(v) > MAX_METADATA_VALUE_LENGTH for v in metadata.values()
+        ),
+        "values must not contain NUL characters": sum("\x00" in v for v in metadata.values()),
+    }
+    problems.extend(
+        FieldViolation("metadata", f"{description} ({count} entries break this)")
+        for description, count in counts.items()
+        if count
+    )
+    return problems
+
+
+def validate_payment_request(
+    *,
+    amount_minor: int,
+    currency: str,
+    order_id: str,
+    idempotency_key: str,
+    metadata: Mapping[str, str],
+) -> PaymentRequest:
+    """Return a :class:`PaymentRequest`, or raise :class:`ValidationError` listing every problem."""
+    violations = [
+        *_check_amount(amount_minor),
+        *_check_currency(currency),
+        *_check_order_id(order_id),
+        *_check_idempotency_key(idempotency_key),
+        *_check_metadata(metadata),
+    ]
+    if violations:
+        raise ValidationError(violations)
+    return PaymentRequest(
+        amount_minor=amount_minor,
+        currency=currency,
+        order_id=order_id,
+        idempotency_key=idempotency_key,
+        metadata=dict(metadata),
+    )
+
+
+def validate_payment_id(payment_id: str) -> str:
+    """Return the canonical form of a payment id, or raise :class:`ValidationError`."""
+    try:
+        if len(payment_id) > 45:  # longest spelling uuid.UUID accepts ("urn:uuid:" + 36)
+            raise ValueError(payment_id)
+        return str(uuid.UUID(payment_id))
+    except ValueError:
+        raise ValidationError(
+            [
+                FieldViolation(
+                    "payment_id", "must be a UUID such as 550e8400-e29b-41d4-a716-446655440000"
+                )
+            ]
+        ) from None

@@ -1,0 +1,155 @@
+"""The composition root: build the server from Settings, run it, shut it down gracefully."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from payments_service import __version__, payments_pb2_grpc
+from payments_service.config import ConfigurationError, Settings, load_settings, settings_help
+from payments_service.observability.logging import configure_logging
+from payments_service.service import PaymentService
+from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
+from payments_service.transport.interceptor import ErrorMappingInterceptor
+from payments_service.transport.servicer import SERVICE_NAME, PaymentServicer
+
+logger = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+#: The names the standard health service answers for: "" (the whole server) and the API.
+HEALTH_SERVICES = ("", SERVICE_NAME)
+
+
+@dataclass
+class PaymentServer:
+    """A built, not yet started server and the parts its lifecycle needs."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    repository: PaymentRepository
+
+    def start(self) -> None:
+        """Start serving and report SERVING to health checks."""
+        self.server.start()
+        for name in HEALTH_SERVICES:
+            self.health.set(name, SERVING)
+
+    def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.repository.close()
+
+
+def build_server(
+    settings: Settings, *, repository: PaymentRepository | None = None
+) -> PaymentServer:
+    """Wire the service together and bind its port (port 0 picks a free one)."""
+    if repository is None:
+        logger.info("Creating InMemoryPaymentRepository...")
+        repository = InMemoryPaymentRepository()
+    logger.info("Creating PaymentService...")
+    service = PaymentService(repository)
+
+    health_servicer = health.HealthServicer()
+    for name in HEALTH_SERVICES:
+        health_servicer.set(name, NOT_SERVING)
+
+    logger.info("Creating gRPC server with %d workers...", settings.max_workers)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=settings.max_workers, thread_name_prefix="grpc-worker"
+        ),
+        interceptors=[ErrorMappingInterceptor()],
+        # Without this, a second server could silently share an occupied port.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    logger.info("Adding PaymentService servicer to server...")
+    payments_pb2_grpc.add_PaymentServiceServicer_to_server(
+        PaymentServicer(service, health_servicer), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if settings.reflection_enabled:
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_insecure_port(address)
+    logger.info("Server bound to %s:%d", settings.host, port)
+    return PaymentServer(server=server, port=port, health=health_servicer, repository=repository)
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    logger.info(
+        "PaymentServer initialized (port=%d, workers=%d)", settings.port, settings.max_workers
+    )
+    logger.info("Starting payment microservice %s...", __version__)
+    app = build_server(settings)
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("Received signal %s, initiating shutdown...", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    app.start()
+    logger.info("✓ Payment microservice started successfully on port %d", app.port)
+    logger.info("Server is ready to accept requests")
+    stop_requested.wait()
+
+    logger.info("Stopping server (grace period: %gs)...", settings.grace_period_seconds)
+    app.stop(settings.grace_period_seconds)
+    logger.info("✓ Server stopped successfully")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="payments-service",
+        description="The payments.v1.PaymentService gRPC server. "
+        "Configured through environment variables only.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse the command line, read the settings, serve. Returns the exit status."""
+    _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as error:
+        print(f"payments-service: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        serve(settings)
+    except RuntimeError as error:  # grpcio raises RuntimeError when the port cannot be bound
+        logger.error("Cannot start: %s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Re-import so loggers carry the module's real name, not "__main__".
+    from payments_service.server import main as _main
+
+    sys.exit(_main())

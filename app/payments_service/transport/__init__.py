@@ -1,0 +1,1 @@
+"""The gRPC layer: servicer, proto <-> domain conversion, error mapping, interceptors."""

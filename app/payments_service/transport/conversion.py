@@ -1,0 +1,56 @@
+"""Conversion between protobuf messages and domain values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from payments_service import payments_pb2
+from payments_service.domain.payment import Payment, PaymentStatus
+from payments_service.service import PaymentResult
+
+_STATUS_TO_PROTO = {
+    status: payments_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{status.value}")
+    for status in PaymentStatus
+}
+
+CREATED_MESSAGE = "Payment created"
+REPLAYED_MESSAGE = (
+    "Payment already exists for this idempotency key; returning it (replay, nothing new created)"
+)
+
+
+def request_payment_arguments(request: payments_pb2.RequestPaymentRequest) -> dict[str, Any]:
+    """The keyword arguments of PaymentService.request_payment for this request."""
+    return {
+        "amount_minor": request.amount_minor,
+        "currency": request.currency,
+        "order_id": request.order_id,
+        "idempotency_key": request.idempotency_key,
+        "metadata": dict(request.metadata),
+    }
+
+
+def payment_result_to_proto(result: PaymentResult) -> payments_pb2.RequestPaymentResponse:
+    """The RequestPayment response for a created or replayed payment."""
+    return payments_pb2.RequestPaymentResponse(
+        payment_id=result.payment.payment_id,
+        status=_STATUS_TO_PROTO[result.payment.status],
+        message=CREATED_MESSAGE if result.created else REPLAYED_MESSAGE,
+    )
+
+
+def payment_to_proto(payment: Payment) -> payments_pb2.Payment:
+    """The whole payment as a protobuf message."""
+    created_at = Timestamp()
+    created_at.FromDatetime(payment.created_at)
+    return payments_pb2.Payment(
+        payment_id=payment.payment_id,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        order_id=payment.order_id,
+        metadata=dict(payment.metadata),
+        status=_STATUS_TO_PROTO[payment.status],
+        created_at=created_at,
+    )
