@@ -1,0 +1,43 @@
+"""The `repository` fixture: one contract suite, run against every store implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
+
+RepositoryFactory = Callable[[], PaymentRepository]
+
+
+def _memory() -> Iterator[RepositoryFactory]:
+    yield InMemoryPaymentRepository
+
+
+#: Implementation name -> a generator yielding a factory of empty repositories.
+IMPLEMENTATIONS: dict[str, Callable[[], Iterator[RepositoryFactory]]] = {"memory": _memory}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def repository_factory(request: pytest.FixtureRequest) -> Iterator[RepositoryFactory]:
+    """Makes empty repositories of one implementation; each is closed after the test."""
+    made: list[PaymentRepository] = []
+
+    def make() -> PaymentRepository:
+        repository = factory()
+        made.append(repository)
+        return repository
+
+    implementation = IMPLEMENTATIONS[request.param]()
+    factory = next(implementation)
+    yield make
+    for repository in made:
+        repository.close()
+    implementation.close()
+
+
+@pytest.fixture
+def repository(repository_factory: RepositoryFactory) -> PaymentRepository:
+    """An empty repository of the implementation under test."""
+    return repository_factory()
