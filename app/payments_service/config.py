@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import (
+    BeforeValidator,
+    Field,
+    FilePath,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,6 +47,77 @@ class Settings(BaseSettings):
     reflection_enabled: bool = Field(
         True, description="serve gRPC server reflection (what grpcurl uses to discover the API)"
     )
+    # Hardening: limits, connection management and TLS (see SECURITY.md).
+    max_receive_message_bytes: int = Field(
+        65536,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="largest request accepted, in bytes; larger ones get RESOURCE_EXHAUSTED",
+    )
+    max_concurrent_rpcs: int = Field(
+        100,
+        ge=0,
+        le=100_000,
+        description="calls in progress or queued at once; more are refused with "
+        "RESOURCE_EXHAUSTED (0: no cap)",
+    )
+    keepalive_time_seconds: float = Field(
+        60.0, gt=0, le=7200, description="ping an idle client connection after this long"
+    )
+    keepalive_timeout_seconds: float = Field(
+        20.0, gt=0, le=600, description="close a connection whose ping is unanswered this long"
+    )
+    max_connection_age_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="ask clients to reconnect after this long so load rebalances (0: never)",
+    )
+    max_connection_age_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="calls in flight on an aged connection may finish within this long",
+    )
+    tls_cert_file: FilePath | None = Field(
+        None, description="PEM server certificate chain; with TLS_KEY_FILE turns TLS on"
+    )
+    tls_key_file: FilePath | None = Field(None, description="PEM private key of TLS_CERT_FILE")
+    tls_client_ca_file: FilePath | None = Field(
+        None, description="PEM CA bundle; when set, clients must present a certificate (mTLS)"
+    )
+    health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="plaintext port serving only grpc.health.v1 for probes (0: off)",
+    )
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _cert_and_key_together(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if (key is None) != (info.data.get("tls_cert_file") is None):
+            raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
+        return key
+
+    @field_validator("tls_client_ca_file")
+    @classmethod
+    def _client_ca_needs_tls(cls, ca: Path | None, info: ValidationInfo) -> Path | None:
+        if ca is not None and info.data.get("tls_cert_file") is None:
+            raise ValueError("needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS runs over TLS)")
+        return ca
+
+    @field_validator("health_port")
+    @classmethod
+    def _health_port_differs(cls, health_port: int, info: ValidationInfo) -> int:
+        if health_port != 0 and health_port == info.data.get("port"):
+            raise ValueError("must differ from PORT")
+        return health_port
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the gRPC port speaks TLS."""
+        return self.tls_cert_file is not None
 
 
 class ConfigurationError(Exception):

@@ -21,8 +21,15 @@ from payments_service.config import ConfigurationError, Settings, load_settings,
 from payments_service.observability.logging import configure_logging
 from payments_service.service import PaymentService
 from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
+from payments_service.transport.health_port import build_health_server
 from payments_service.transport.interceptor import ErrorMappingInterceptor
+from payments_service.transport.request_guards import (
+    ExpiredDeadlineInterceptor,
+    UndecodableRequestInterceptor,
+)
+from payments_service.transport.server_options import maximum_concurrent_rpcs, server_options
 from payments_service.transport.servicer import SERVICE_NAME, PaymentServicer
+from payments_service.transport.tls import server_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +47,14 @@ class PaymentServer:
     port: int
     health: health.HealthServicer
     repository: PaymentRepository
+    #: The plaintext health-only server on HEALTH_PORT, when configured.
+    health_server: grpc.Server | None = None
+    health_port: int | None = None
 
     def start(self) -> None:
         """Start serving and report SERVING to health checks."""
+        if self.health_server is not None:
+            self.health_server.start()
         self.server.start()
         for name in HEALTH_SERVICES:
             self.health.set(name, SERVING)
@@ -51,6 +63,8 @@ class PaymentServer:
         """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
         self.repository.close()
 
 
@@ -73,9 +87,15 @@ def build_server(
         futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="grpc-worker"
         ),
-        interceptors=[ErrorMappingInterceptor()],
-        # Without this, a second server could silently share an occupied port.
-        options=[("grpc.so_reuseport", 0)],
+        # Outermost first: expired calls stop before anything else runs; undecodable
+        # requests raise a ValidationError inside the error mapping.
+        interceptors=[
+            ExpiredDeadlineInterceptor(),
+            ErrorMappingInterceptor(),
+            UndecodableRequestInterceptor(),
+        ],
+        options=server_options(settings),
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs(settings),
     )
     logger.info("Adding PaymentService servicer to server...")
     payments_pb2_grpc.add_PaymentServiceServicer_to_server(
@@ -88,9 +108,21 @@ def build_server(
         )
 
     address = f"{settings.host}:{settings.port}"
-    port = server.add_insecure_port(address)
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     logger.info("Server bound to %s:%d", settings.host, port)
-    return PaymentServer(server=server, port=port, health=health_servicer, repository=repository)
+    health_only = build_health_server(settings, health_servicer)
+    return PaymentServer(
+        server=server,
+        port=port,
+        health=health_servicer,
+        repository=repository,
+        health_server=health_only[0] if health_only else None,
+        health_port=health_only[1] if health_only else None,
+    )
 
 
 def serve(settings: Settings) -> None:
