@@ -60,10 +60,15 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings for an in-process test server: loopback, a free port, reflection on."""
-    values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "max_workers": 16}
+    """Settings for an in-process test server on loopback; port 0 binds a free port.
+
+    PORT=0 is not a valid setting for users, so it is set after validation.
+    """
+    # metrics_port 0: no /metrics endpoint, so parallel test servers never share 9464.
+    values: dict[str, Any] = {"host": "127.0.0.1", "max_workers": 16, "metrics_port": 0}
     values.update(overrides)
-    return Settings(**values)
+    port = values.pop("port", 0)
+    return Settings(**values).model_copy(update={"port": port})
 
 
 @pytest.fixture
@@ -104,6 +109,7 @@ def start_server_process(
 ) -> subprocess.Popen[str]:
     """Start ``python -m payments_service.server`` with ``env`` added to a clean environment."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    full_env["METRICS_PORT"] = "0"  # unless a test asks for /metrics: 9464 may be taken
     full_env.update(env or {})
     return subprocess.Popen(
         [sys.executable, *args],

@@ -1,0 +1,104 @@
+"""A closed-loop load generator on grpc.aio: N callers, each waiting for its answer."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from payments_service import payments_pb2, payments_pb2_grpc
+
+
+@dataclass(frozen=True)
+class Result:
+    calls: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def request_payment_factory() -> Callable[[payments_pb2_grpc.PaymentServiceStub], object]:
+    """Calls RequestPayment with a unique key each time (every call creates a payment)."""
+    prefix = uuid.uuid4().hex[:8]
+    counter = itertools.count()
+
+    def call(stub: payments_pb2_grpc.PaymentServiceStub) -> object:
+        return stub.RequestPayment(
+            payments_pb2.RequestPaymentRequest(
+                amount_minor=1250,
+                currency="USD",
+                order_id="order-123",
+                idempotency_key=f"bench-{prefix}-{next(counter)}",
+                metadata={"user_id": "user-789"},
+            )
+        )
+
+    return call
+
+
+async def _existing_payment(stub: payments_pb2_grpc.PaymentServiceStub) -> str:
+    response = await stub.RequestPayment(
+        payments_pb2.RequestPaymentRequest(
+            amount_minor=1250,
+            currency="USD",
+            order_id="order-get",
+            idempotency_key=f"bench-get-{uuid.uuid4()}",
+        )
+    )
+    return str(response.payment_id)
+
+
+async def run_load(
+    target: str, method: str, concurrency: int, duration: float, warmup: float
+) -> Result:
+    """Drive ``method`` at ``concurrency`` for ``warmup`` + ``duration`` seconds."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = payments_pb2_grpc.PaymentServiceStub(channel)
+        if method == "RequestPayment":
+            call = request_payment_factory()
+        else:
+            get = payments_pb2.GetPaymentRequest(payment_id=await _existing_payment(stub))
+
+            def call(stub: payments_pb2_grpc.PaymentServiceStub) -> object:
+                return stub.GetPayment(get)
+
+        latencies: list[float] = []
+        errors = 0
+        calls = 0
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop_at = measure_from + duration
+
+        async def caller() -> None:
+            nonlocal errors, calls
+            while True:
+                began = time.perf_counter()
+                if began >= stop_at:
+                    return
+                try:
+                    await call(stub)  # type: ignore[misc]
+                    ok = True
+                except grpc.aio.AioRpcError:
+                    ok = False
+                if began >= measure_from:
+                    calls += 1
+                    errors += not ok
+                    latencies.append((time.perf_counter() - began) * 1000)
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        return Result(calls, errors, duration, latencies)
