@@ -1,0 +1,391 @@
+"""The Helm chart, rendered by the real Helm engine and checked against Kubernetes schemas."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from payments_service.config import Settings
+from tests.e2e.chart_support import (
+    CHART,
+    KIND_VALUES,
+    SCENARIOS,
+    container_env,
+    deep_merge,
+    helm,
+    load_values,
+    manifests,
+    objects_of,
+    pod_specs,
+    render,
+    the,
+)
+
+pytestmark = pytest.mark.tools
+
+#: Kubernetes versions the rendered objects must validate against: the oldest the chart
+#: supports (Chart.yaml kubeVersion) and the newest kubernetes-validate ships.
+KUBE_VERSIONS = ("1.31.0", "1.37.0")
+#: Custom resources of the Prometheus Operator: no built-in schema to validate against.
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+POSTGRES = {"storage": {"backend": "postgres", "postgres": {"existingSecret": "db"}}}
+TLS = {"tls": {"enabled": True, "secretName": "tls"}}
+TLS_DIR = "/etc/payments-service/tls"
+
+
+def scenario_id(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
+
+
+ALL_VALUES = [*SCENARIOS, *KIND_VALUES]
+
+
+def test_lint_reports_no_warning_or_error() -> None:
+    report = helm().lint(CHART, strict=True, kube_version="v1.31.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=scenario_id)
+def test_scenario_renders_objects_valid_for_kubernetes(values_file: Path) -> None:
+    import kubernetes_validate
+
+    objects = manifests(render(load_values(values_file)))
+    assert {"Deployment", "Service", "ConfigMap"} <= {o["kind"] for o in objects}
+    for obj in objects:
+        if obj["kind"] in CUSTOM_KINDS:
+            assert obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["spec"]
+            continue
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_production_scenario_turns_every_option_on() -> None:
+    values = load_values(CHART / "ci" / "production-values.yaml")
+    objects = manifests(render(values))
+    kinds = {o["kind"] for o in objects}
+    assert {
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "PrometheusRule",
+    } <= kinds
+    env = container_env(objects)
+    assert env["REFLECTION_ENABLED"] == "false"
+    assert env["STORAGE_BACKEND"] == "postgres"
+    assert env["TLS_CLIENT_CA_FILE"] == f"{TLS_DIR}/ca.crt"
+    assert env["OTEL_SDK_DISABLED"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCont": 2}, "additional properties 'replicaCont' not allowed"),
+        ({"config": {"logLevle": "DEBUG"}}, "additional properties 'logLevle' not allowed"),
+        ({"replicaCount": "three"}, "/replicaCount"),
+        ({"config": {"logLevel": "LOUD"}}, "/config/logLevel"),
+        ({"ports": {"grpc": 70000}}, "/ports/grpc"),
+        ({"replicaCount": 3}, "needs storage.backend=postgres"),
+        ({"autoscaling": {"enabled": True}}, "needs storage.backend=postgres"),
+        ({"storage": {"backend": "postgres"}}, "needs storage.postgres.existingSecret"),
+        ({"tls": {"enabled": True}}, "tls.enabled=true needs tls.secretName"),
+        ({"tls": {"mutual": True}}, "tls.mutual=true needs tls.enabled=true"),
+    ],
+)
+def test_invalid_values_are_rejected_with_a_readable_message(
+    values: dict[str, Any], message: str
+) -> None:
+    errors = helm()
+    with pytest.raises((errors.HelmValuesError, errors.HelmRenderError)) as raised:
+        render(values)
+    assert message in str(raised.value)
+
+
+def test_several_replicas_are_allowed_with_postgres() -> None:
+    objects = manifests(render(deep_merge(POSTGRES, {"replicaCount": 3})))
+    assert the(objects, "Deployment")["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=scenario_id)
+def test_every_pod_meets_the_restricted_pod_security_standard(values_file: Path) -> None:
+    objects = manifests(render(load_values(values_file)))
+    for name, spec in pod_specs(objects):
+        pod_context = spec.get("securityContext", {})
+        assert pod_context.get("runAsNonRoot") is True, name
+        assert pod_context.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        assert spec.get("automountServiceAccountToken") is False, name
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
+            context = container["securityContext"]
+            where = f"{name}/{container['name']}"
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in context["capabilities"], where
+            assert context["runAsNonRoot"] is True and context["runAsUser"] > 0, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert container["resources"]["requests"] and container["resources"]["limits"], where
+            tmp = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            assert tmp, f"{where}: a read-only root needs an emptyDir on /tmp"
+
+
+def test_service_account_never_mounts_a_token() -> None:
+    objects = manifests(render())
+    assert the(objects, "ServiceAccount")["automountServiceAccountToken"] is False
+
+
+def test_service_names_grpc_and_metrics_ports() -> None:
+    service = the(manifests(render()), "Service")
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["grpc"]["appProtocol"] == "grpc" and ports["grpc"]["targetPort"] == "grpc"
+    assert ports["metrics"]["targetPort"] == "metrics"
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_probes_are_native_grpc_on_the_plaintext_port(tls: bool) -> None:
+    values = deep_merge(TLS, {"ports": {"health": 7101}}) if tls else {}
+    objects = manifests(render(values))
+    (container,) = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    port = 7101 if tls else 7000
+    assert container["startupProbe"]["grpc"] == {"port": port, "service": ""}
+    assert container["livenessProbe"]["grpc"] == {"port": port, "service": ""}
+    assert container["readinessProbe"]["grpc"] == {
+        "port": port,
+        "service": "payments.v1.PaymentService",
+    }
+    env = container_env(objects)
+    if tls:
+        assert env["HEALTH_PORT"] == "7101"
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["tls"]["mountPath"] == TLS_DIR and mounts["tls"]["readOnly"] is True
+    else:
+        assert "HEALTH_PORT" not in env and "TLS_CERT_FILE" not in env
+
+
+@pytest.mark.parametrize("grace", [0, 5, 7.5, 30])
+def test_termination_grace_period_covers_prestop_grace_and_margin(grace: float) -> None:
+    objects = manifests(render({"config": {"gracePeriodSeconds": grace}}))
+    spec = the(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pause > 0
+    assert spec["terminationGracePeriodSeconds"] > pause + math.ceil(grace)
+    assert container_env(objects)["GRACE_PERIOD_SECONDS"] == str(grace).removesuffix(".0")
+
+
+def test_config_checksum_changes_with_the_config() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        deployment = the(manifests(render(values)), "Deployment")
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    assert checksum({}) == checksum({})
+    assert checksum({}) != checksum({"config": {"logLevel": "DEBUG"}})
+
+
+def test_resource_attributes_carry_the_pod_from_the_downward_api() -> None:
+    deployment = the(manifests(render({"tracing": {"enabled": True}})), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    names = list(env)
+    # $(VAR) references only expand to variables defined earlier in the list.
+    assert names.index("POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")
+    attributes = env["OTEL_RESOURCE_ATTRIBUTES"]["value"]
+    assert "k8s.pod.name=$(POD_NAME)" in attributes
+    assert "k8s.namespace.name=$(POD_NAMESPACE)" in attributes
+
+
+def test_database_url_comes_from_the_existing_secret_only() -> None:
+    objects = manifests(render(POSTGRES))
+    env = container_env(objects)
+    assert env["DATABASE_URL"] == {"secretKeyRef": {"name": "db", "key": "database-url"}}
+    for configmap in objects_of(objects, "ConfigMap"):
+        assert "DATABASE_URL" not in configmap.get("data", {})
+    spec = the(objects, "Deployment")["spec"]["template"]["spec"]
+    (migrate,) = spec["initContainers"]
+    assert migrate["args"] == ["migrate"]
+    assert migrate["command"] == spec["containers"][0]["command"]
+
+
+def test_network_policy_egress_is_dns_otlp_and_database_only() -> None:
+    values = deep_merge(
+        POSTGRES, {"networkPolicy": {"enabled": True}, "tracing": {"enabled": True}}
+    )
+    policy = the(manifests(render(values)), "NetworkPolicy")
+    egress_ports = sorted(
+        (port["port"], port["protocol"])
+        for rule in policy["spec"]["egress"]
+        for port in rule["ports"]
+    )
+    assert egress_ports == [(53, "TCP"), (53, "UDP"), (4317, "TCP"), (5432, "TCP")]
+    ingress_ports = sorted(
+        port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]
+    )
+    assert ingress_ports == ["grpc", "metrics"]
+
+
+def test_alerts_and_dashboard_come_from_the_shared_files() -> None:
+    values = {
+        "metrics": {"prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}},
+    }
+    objects = manifests(render(values))
+    rules = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert the(objects, "PrometheusRule")["spec"]["groups"] == rules["groups"]
+    dashboards = [
+        cm for cm in objects_of(objects, "ConfigMap") if "dashboard" in cm["metadata"]["name"]
+    ]
+    (dashboard,) = dashboards
+    expected = json.loads((CHART / "files" / "dashboard.json").read_text())
+    assert json.loads(dashboard["data"]["payments-service.json"]) == expected
+
+
+def test_notes_print_working_commands_for_the_release() -> None:
+    notes = render()["payments-service/templates/NOTES.txt"]
+    assert "kubectl -n payments port-forward service/payments-service 7000:7000" in notes
+    assert "grpcurl -plaintext localhost:7000 grpc.health.v1.Health/Check" in notes
+    production = render(load_values(CHART / "ci" / "production-values.yaml"))
+    assert "-proto payments.proto" in production["payments-service/templates/NOTES.txt"]
+
+
+def test_helm_test_pod_runs_the_cli_against_the_service() -> None:
+    (pod,) = objects_of(manifests(render()), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["args"][0]
+    assert "payments-client --target payments-service:7000 health" in script
+    assert "payments-client --target payments-service:7000 request" in script
+
+
+# --- every setting of the service is reachable from the chart's values ----------------------
+
+#: Settings the chart derives from structured values instead of a config.* key:
+#: field -> (values that set it, the variable's expected value).
+DERIVED: dict[str, tuple[dict[str, Any], Any]] = {
+    "port": ({"ports": {"grpc": 7100}}, "7100"),
+    "metrics_port": ({"ports": {"metrics": 9500}}, "9500"),
+    "storage_backend": (POSTGRES, "postgres"),
+    "database_url": (POSTGRES, {"secretKeyRef": {"name": "db", "key": "database-url"}}),
+    "database_pool_min_size": (
+        deep_merge(POSTGRES, {"storage": {"postgres": {"poolMinSize": 3}}}),
+        "3",
+    ),
+    "database_pool_max_size": (
+        deep_merge(POSTGRES, {"storage": {"postgres": {"poolMaxSize": 7}}}),
+        "7",
+    ),
+    "database_timeout_seconds": (
+        deep_merge(POSTGRES, {"storage": {"postgres": {"timeoutSeconds": 2.5}}}),
+        "2.5",
+    ),
+    "migrate_on_startup": (
+        deep_merge(POSTGRES, {"storage": {"postgres": {"migrateOnStartup": True}}}),
+        "true",
+    ),
+    "tls_cert_file": (TLS, f"{TLS_DIR}/tls.crt"),
+    "tls_key_file": (TLS, f"{TLS_DIR}/tls.key"),
+    "tls_client_ca_file": (deep_merge(TLS, {"tls": {"mutual": True}}), f"{TLS_DIR}/ca.crt"),
+    "health_port": (deep_merge(TLS, {"ports": {"health": 7200}}), "7200"),
+    "otel_sdk_disabled": ({"tracing": {"enabled": False}}, "true"),
+    "otel_service_name": ({"tracing": {"serviceName": "payments-eu"}}, "payments-eu"),
+    "otel_exporter_otlp_endpoint": (
+        {"tracing": {"enabled": True, "endpoint": "http://collector:4317"}},
+        "http://collector:4317",
+    ),
+    "otel_exporter_otlp_traces_endpoint": (
+        {"tracing": {"enabled": True, "tracesEndpoint": "http://traces:4317"}},
+        "http://traces:4317",
+    ),
+    "otel_traces_sampler": (
+        {"tracing": {"enabled": True, "sampler": "always_on"}},
+        "always_on",
+    ),
+    "otel_traces_sampler_arg": ({"tracing": {"enabled": True, "samplerArg": "0.25"}}, "0.25"),
+}
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def sample_value(name: str) -> Any:
+    """A valid value for a plain setting that differs from its default."""
+    field = Settings.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    annotation = field.annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    literals = [a for a in typing.get_args(args[0] if args else annotation) if isinstance(a, str)]
+    literals += [a for a in typing.get_args(annotation) if isinstance(a, str)]
+    if literals:
+        return next(option for option in literals if option != default)
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int | float):
+        return default + 1
+    return "127.0.0.1"
+
+
+def same_setting(rendered: Any, expected: Any) -> bool:
+    """Equal as the service reads them: "6" is 6.0, "true" is True."""
+    if isinstance(expected, bool):
+        return rendered == str(expected).lower()
+    if isinstance(expected, int | float):
+        return isinstance(rendered, str) and float(rendered) == float(expected)
+    return bool(rendered == expected)
+
+
+def test_the_derived_table_names_only_real_settings() -> None:
+    assert set(DERIVED) <= set(Settings.model_fields)
+
+
+@pytest.mark.parametrize("name", sorted(Settings.model_fields))
+def test_every_setting_is_reachable_from_the_chart(name: str) -> None:
+    variable = name.upper()
+    if name in DERIVED:
+        values, expected = DERIVED[name]
+    else:
+        with helm().Chart.load(CHART) as chart:
+            config = chart.values["config"]
+        assert camel(name) in config, (
+            f"Settings.{name} ({variable}) cannot be set through the chart: add "
+            f"config.{camel(name)} to values.yaml and values.schema.json, or derive it in the "
+            "templates and list it in DERIVED"
+        )
+        value = sample_value(name)
+        values, expected = {"config": {camel(name): value}}, value
+    rendered = container_env(manifests(render(values))).get(variable)
+    assert same_setting(rendered, expected), f"{variable}: rendered {rendered!r}, not {expected!r}"
+
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=scenario_id)
+def test_rendered_environment_is_a_valid_configuration(
+    values_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What each scenario gives the container is accepted by the service's Settings."""
+    env = container_env(manifests(render(load_values(values_file))))
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (tmp_path / name).write_text("PEM")  # Settings only checks that the files exist
+    for key in list(env):
+        if key in Settings.model_fields or key.upper() == key:
+            monkeypatch.delenv(key, raising=False)
+    plain: dict[str, str] = {}
+    for key, value in env.items():
+        if isinstance(value, dict):  # secretKeyRef / fieldRef: a value only the cluster knows
+            value = "postgresql://u:p@db:5432/payments" if key == "DATABASE_URL" else "x"
+        plain[key] = re.sub(f"^{TLS_DIR}", str(tmp_path), value)
+    for key, value in plain.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.port == int(plain["PORT"])
+    if "DATABASE_URL" in plain:
+        assert isinstance(settings.database_url, SecretStr)
