@@ -9,6 +9,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     FilePath,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -47,6 +48,47 @@ class Settings(BaseSettings):
     reflection_enabled: bool = Field(
         True, description="serve gRPC server reflection (what grpcurl uses to discover the API)"
     )
+    # Storage (see docs/storage.md).
+    storage_backend: Literal["memory", "postgres"] = Field(
+        "memory",
+        description="memory (one process, lost on restart) or postgres (durable, shared)",
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        validate_default=True,
+        description="PostgreSQL URL, e.g. postgresql://user:password@host:5432/db "
+        "(required when STORAGE_BACKEND=postgres; never logged)",
+    )
+    database_pool_min_size: int = Field(
+        2, ge=0, le=100, description="database connections kept open even when idle"
+    )
+    database_pool_max_size: int = Field(
+        10, ge=1, le=100, description="most database connections open at once (match MAX_WORKERS)"
+    )
+    database_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="limit for connecting, for waiting for a pooled connection and for each query",
+    )
+    migrate_on_startup: bool = Field(
+        False, description="apply database migrations (under an advisory lock) before serving"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_for_postgres(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if url is None and info.data.get("storage_backend") == "postgres":
+            raise ValueError("required when STORAGE_BACKEND=postgres")
+        return url
+
+    @field_validator("database_pool_max_size")
+    @classmethod
+    def _max_not_below_min(cls, max_size: int, info: ValidationInfo) -> int:
+        if max_size < info.data.get("database_pool_min_size", 0):
+            raise ValueError("must not be below DATABASE_POOL_MIN_SIZE")
+        return max_size
+
     # Hardening: limits, connection management and TLS (see SECURITY.md).
     max_receive_message_bytes: int = Field(
         65536,

@@ -19,8 +19,11 @@ from grpc_reflection.v1alpha import reflection
 from payments_service import __version__, payments_pb2_grpc
 from payments_service.config import ConfigurationError, Settings, load_settings, settings_help
 from payments_service.observability.logging import configure_logging
+from payments_service.readiness import ReadinessMonitor, SupportsPing
 from payments_service.service import PaymentService
-from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
+from payments_service.storage import PaymentRepository
+from payments_service.storage.factory import create_repository
+from payments_service.storage.migrate import run_migrations
 from payments_service.transport.health_port import build_health_server
 from payments_service.transport.interceptor import ErrorMappingInterceptor
 from payments_service.transport.request_guards import (
@@ -50,6 +53,8 @@ class PaymentServer:
     #: The plaintext health-only server on HEALTH_PORT, when configured.
     health_server: grpc.Server | None = None
     health_port: int | None = None
+    #: Follows the database for the API's readiness; None when the store is in memory.
+    readiness: ReadinessMonitor | None = None
 
     def start(self) -> None:
         """Start serving and report SERVING to health checks."""
@@ -57,10 +62,15 @@ class PaymentServer:
             self.health_server.start()
         self.server.start()
         for name in HEALTH_SERVICES:
-            self.health.set(name, SERVING)
+            if self.readiness is None or name != SERVICE_NAME:
+                self.health.set(name, SERVING)
+        if self.readiness is not None:
+            self.readiness.start()  # SERVICE_NAME is SERVING while the database answers
 
     def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
+        if self.readiness is not None:
+            self.readiness.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         if self.health_server is not None:
@@ -73,8 +83,7 @@ def build_server(
 ) -> PaymentServer:
     """Wire the service together and bind its port (port 0 picks a free one)."""
     if repository is None:
-        logger.info("Creating InMemoryPaymentRepository...")
-        repository = InMemoryPaymentRepository()
+        repository = create_repository(settings)
     logger.info("Creating PaymentService...")
     service = PaymentService(repository)
 
@@ -122,7 +131,21 @@ def build_server(
         repository=repository,
         health_server=health_only[0] if health_only else None,
         health_port=health_only[1] if health_only else None,
+        readiness=_store_readiness(repository, health_servicer),
     )
+
+
+def _store_readiness(
+    repository: PaymentRepository, health_servicer: health.HealthServicer
+) -> ReadinessMonitor | None:
+    """A monitor turning the API's health NOT_SERVING while the store is unreachable."""
+    if not isinstance(repository, SupportsPing):
+        return None
+
+    def report(ready: bool) -> None:
+        health_servicer.set(SERVICE_NAME, SERVING if ready else NOT_SERVING)
+
+    return ReadinessMonitor(repository.ping, report, name="database-readiness")
 
 
 def serve(settings: Settings) -> None:
@@ -160,18 +183,27 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", title="commands (default: serve)")
+    commands.add_parser(
+        "migrate",
+        help="apply the database migrations to DATABASE_URL and exit (safe to repeat)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse the command line, read the settings, serve. Returns the exit status."""
-    _parser().parse_args(argv)
+    arguments = _parser().parse_args(argv)
     try:
         settings = load_settings()
     except ConfigurationError as error:
         print(f"payments-service: {error}", file=sys.stderr)  # noqa: T201
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if arguments.command == "migrate":
+        return run_migrations(settings)
+    if settings.migrate_on_startup and run_migrations(settings) != 0:
+        return 1
     try:
         serve(settings)
     except RuntimeError as error:  # grpcio raises RuntimeError when the port cannot be bound

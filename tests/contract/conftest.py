@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
+from payments_service.storage.postgres import PostgresPaymentRepository
+from tests.postgres_support import fresh_database
 
 RepositoryFactory = Callable[[], PaymentRepository]
 
@@ -15,8 +17,17 @@ def _memory() -> Iterator[RepositoryFactory]:
     yield InMemoryPaymentRepository
 
 
+def _postgres() -> Iterator[RepositoryFactory]:
+    # A database of its own per test, migrated, dropped afterwards (see postgres_support).
+    with fresh_database() as url:
+        yield lambda: PostgresPaymentRepository(url, min_size=1, max_size=16, timeout_seconds=5)
+
+
 #: Implementation name -> a generator yielding a factory of empty repositories.
-IMPLEMENTATIONS: dict[str, Callable[[], Iterator[RepositoryFactory]]] = {"memory": _memory}
+IMPLEMENTATIONS: dict[str, Callable[[], Iterator[RepositoryFactory]]] = {
+    "memory": _memory,
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))

@@ -1,0 +1,145 @@
+"""PostgreSQL for tests: a throw-away database per use, and a TCP proxy that can be cut.
+
+The server is DATABASE_URL from the environment, or the local one on 127.0.0.1:5432.
+Without it the tests skip locally and fail under CI=true (see ``require``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+from payments_service.storage.migrate import apply_migrations
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.conftest import require
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def server_url() -> str:
+    """The PostgreSQL the tests use (a database on it that they may create databases from)."""
+    return os.environ.get("DATABASE_URL") or DEFAULT_URL
+
+
+def require_postgres() -> str:
+    """The server URL, after checking that it answers (skip locally, fail under CI)."""
+    url = server_url()
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as error:
+        require(False, f"PostgreSQL is not reachable ({type(error).__name__}: {error})")
+    return url
+
+
+def with_database(url: str, dbname: str, **overrides: str | int) -> str:
+    """``url`` pointing at ``dbname`` (and any other conninfo overrides)."""
+    return make_conninfo(url, dbname=dbname, **overrides)
+
+
+@contextlib.contextmanager
+def fresh_database(*, migrate: bool = True) -> Iterator[str]:
+    """A new, empty database (migrated unless asked not to), dropped afterwards."""
+    admin_url = require_postgres()
+    name = f"payments_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = with_database(admin_url, name)
+    try:
+        if migrate:
+            apply_migrations(url)
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def port_of(url: str) -> tuple[str, int]:
+    details = conninfo_to_dict(url)
+    return str(details.get("host") or "127.0.0.1"), int(details.get("port") or 5432)
+
+
+class TcpProxy:
+    """Forwards a local port to the database; ``cut()`` drops every connection and
+    refuses new ones, ``restore()`` accepts again on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._lock = threading.Lock()
+        self._connections: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = int(probe.getsockname()[1])
+        probe.close()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._thread.start()
+
+    def cut(self) -> None:
+        """Close the listener (new connections are refused) and every open connection."""
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            for sock in self._connections:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._connections.clear()
+
+    restore = start
+
+    def _accept(self, listener: socket.socket) -> None:
+        listener.settimeout(0.1)
+        while not self._stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(a, selectors.EVENT_READ, b)
+            selector.register(b, selectors.EVENT_READ, a)
+            while True:
+                for key, _ in selector.select(timeout=0.5):
+                    source: socket.socket = key.fileobj  # type: ignore[assignment]
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    key.data.sendall(data)
+        except (OSError, ValueError):
+            return  # cut() closed the sockets
+        finally:
+            selector.close()
+            for sock in (a, b):
+                sock.close()
