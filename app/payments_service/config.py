@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BeforeValidator,
@@ -24,6 +24,24 @@ def _upper(value: object) -> object:
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
 ]
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+#: The samplers OTEL_TRACES_SAMPLER may name. An unknown one is a configuration error here,
+#: where the SDK alone would only warn and sample everything.
+TracesSamplerName = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+TRACES_SAMPLERS: tuple[str, ...] = get_args(TracesSamplerName)
+TracesSampler = Annotated[TracesSamplerName, BeforeValidator(_lower)]
 
 
 class Settings(BaseSettings):
@@ -89,6 +107,26 @@ class Settings(BaseSettings):
             raise ValueError("must not be below DATABASE_POOL_MIN_SIZE")
         return max_size
 
+    # Observability. The OTEL_* names are OpenTelemetry's standard variables.
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="Prometheus /metrics port; 0 disables metrics"
+    )
+    otel_sdk_disabled: bool = Field(False, description="true turns tracing off entirely")
+    otel_service_name: str = Field(
+        "payments-service", min_length=1, description="service.name of the traces"
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, description="OTLP/gRPC collector, e.g. http://jaeger:4317; unset: no export"
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None, description="OTLP/gRPC endpoint for traces only (wins over the one above)"
+    )
+    otel_traces_sampler: TracesSampler = Field(
+        "parentbased_always_on", description=f"one of {', '.join(TRACES_SAMPLERS)}"
+    )
+    otel_traces_sampler_arg: float | None = Field(
+        None, ge=0, le=1, description="sampling ratio for the *traceidratio samplers"
+    )
     # Hardening: limits, connection management and TLS (see SECURITY.md).
     max_receive_message_bytes: int = Field(
         65536,

@@ -16,16 +16,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from payments_service import __version__, payments_pb2_grpc
+from payments_service import __version__, payments_pb2, payments_pb2_grpc
 from payments_service.config import ConfigurationError, Settings, load_settings, settings_help
+from payments_service.domain.validation import SUPPORTED_CURRENCIES
 from payments_service.observability.logging import configure_logging
+from payments_service.observability.telemetry import Telemetry
 from payments_service.readiness import ReadinessMonitor, SupportsPing
 from payments_service.service import PaymentService
 from payments_service.storage import PaymentRepository
 from payments_service.storage.factory import create_repository
 from payments_service.storage.migrate import run_migrations
 from payments_service.transport.health_port import build_health_server
-from payments_service.transport.interceptor import ErrorMappingInterceptor
 from payments_service.transport.request_guards import (
     ExpiredDeadlineInterceptor,
     UndecodableRequestInterceptor,
@@ -55,9 +56,13 @@ class PaymentServer:
     health_port: int | None = None
     #: Follows the database for the API's readiness; None when the store is in memory.
     readiness: ReadinessMonitor | None = None
+    #: Traces and metrics; /metrics starts with the server, spans are flushed at its stop.
+    telemetry: Telemetry | None = None
 
     def start(self) -> None:
         """Start serving and report SERVING to health checks."""
+        if self.telemetry is not None:
+            self.telemetry.start()
         if self.health_server is not None:
             self.health_server.start()
         self.server.start()
@@ -76,16 +81,33 @@ class PaymentServer:
         if self.health_server is not None:
             self.health_server.stop(0).wait()
         self.repository.close()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
 
 
 def build_server(
-    settings: Settings, *, repository: PaymentRepository | None = None
+    settings: Settings,
+    *,
+    repository: PaymentRepository | None = None,
+    telemetry: Telemetry | None = None,
 ) -> PaymentServer:
     """Wire the service together and bind its port (port 0 picks a free one)."""
+    if telemetry is None:
+        telemetry = Telemetry(settings)
     if repository is None:
-        repository = create_repository(settings)
+        repository = create_repository(
+            settings, tracer_provider=telemetry.tracer_provider, registry=telemetry.registry
+        )
     logger.info("Creating PaymentService...")
-    service = PaymentService(repository)
+    service = PaymentService(
+        repository, telemetry.payment_observer(SUPPORTED_CURRENCIES, repository.count)
+    )
+    telemetry.prepare_methods(
+        [
+            f"/{SERVICE_NAME}/{m.name}"
+            for m in payments_pb2.DESCRIPTOR.services_by_name["PaymentService"].methods
+        ]
+    )
 
     health_servicer = health.HealthServicer()
     for name in HEALTH_SERVICES:
@@ -96,11 +118,12 @@ def build_server(
         futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="grpc-worker"
         ),
-        # Outermost first: expired calls stop before anything else runs; undecodable
-        # requests raise a ValidationError inside the error mapping.
+        # Outermost first: the server span, then the call interceptor (error mapping,
+        # metrics, access log) so it sees every way a call ends, including expired calls
+        # and the ValidationError raised for undecodable requests.
         interceptors=[
+            *telemetry.interceptors(),
             ExpiredDeadlineInterceptor(),
-            ErrorMappingInterceptor(),
             UndecodableRequestInterceptor(),
         ],
         options=server_options(settings),
@@ -132,6 +155,7 @@ def build_server(
         health_server=health_only[0] if health_only else None,
         health_port=health_only[1] if health_only else None,
         readiness=_store_readiness(repository, health_servicer),
+        telemetry=telemetry,
     )
 
 
@@ -208,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(settings)
     except RuntimeError as error:  # grpcio raises RuntimeError when the port cannot be bound
         logger.error("Cannot start: %s", error)
+        return 1
+    except OSError as error:  # METRICS_PORT cannot be bound
+        logger.error("Cannot start the metrics endpoint: %s", error)
         return 1
     return 0
 

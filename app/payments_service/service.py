@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Protocol
 
-from payments_service.domain.errors import IdempotencyKeyReusedError, PaymentNotFoundError
+from payments_service.domain.errors import (
+    IdempotencyKeyReusedError,
+    PaymentNotFoundError,
+    ValidationError,
+)
 from payments_service.domain.payment import Payment
 from payments_service.domain.validation import validate_payment_id, validate_payment_request
 from payments_service.storage.repository import PaymentRepository
@@ -22,11 +28,34 @@ class PaymentResult:
     created: bool
 
 
+class PaymentObserver(Protocol):
+    """Sees the steps and outcomes of payments (telemetry plugs in here)."""
+
+    def step(self, name: str) -> AbstractContextManager[object]:
+        """Surround one step: "validate" or "store"."""
+        ...
+
+    def outcome(self, outcome: str, *, currency: str, amount_minor: int) -> None:
+        """RequestPayment ended: "created", "replayed", "conflict" or "invalid"."""
+        ...
+
+
+class _Unobserved:
+    def step(self, name: str) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    def outcome(self, outcome: str, *, currency: str, amount_minor: int) -> None:
+        return None
+
+
 class PaymentService:
     """Creates and reads payments. Idempotency lives here and in the store's atomicity."""
 
-    def __init__(self, repository: PaymentRepository) -> None:
+    def __init__(
+        self, repository: PaymentRepository, observer: PaymentObserver | None = None
+    ) -> None:
         self._repository = repository
+        self._observer = observer or _Unobserved()
 
     def request_payment(
         self,
@@ -42,16 +71,24 @@ class PaymentService:
         Raises ValidationError for a malformed request (nothing is stored) and
         IdempotencyKeyReusedError when the key belongs to a different request.
         """
-        request = validate_payment_request(
-            amount_minor=amount_minor,
-            currency=currency,
-            order_id=order_id,
-            idempotency_key=idempotency_key,
-            metadata=metadata,
-        )
+        observer = self._observer
+        try:
+            with observer.step("validate"):
+                request = validate_payment_request(
+                    amount_minor=amount_minor,
+                    currency=currency,
+                    order_id=order_id,
+                    idempotency_key=idempotency_key,
+                    metadata=metadata,
+                )
+        except ValidationError:
+            observer.outcome("invalid", currency=currency, amount_minor=amount_minor)
+            raise
         candidate = Payment.new(request)
-        stored = self._repository.add_if_absent(candidate)
+        with observer.step("store"):
+            stored = self._repository.add_if_absent(candidate)
         if stored.payment_id == candidate.payment_id:
+            observer.outcome("created", currency=currency, amount_minor=amount_minor)
             logger.debug(
                 "Created payment %s (%s %d)",
                 stored.payment_id,
@@ -61,14 +98,17 @@ class PaymentService:
             return PaymentResult(stored, created=True)
         if stored.request_fingerprint != candidate.request_fingerprint:
             logger.debug("Refused reuse of the idempotency key of payment %s", stored.payment_id)
+            observer.outcome("conflict", currency=currency, amount_minor=amount_minor)
             raise IdempotencyKeyReusedError(stored.payment_id)
         logger.debug("Replayed payment %s", stored.payment_id)
+        observer.outcome("replayed", currency=currency, amount_minor=amount_minor)
         return PaymentResult(stored, created=False)
 
     def get_payment(self, payment_id: str) -> Payment:
         """The payment with this id. Raises ValidationError or PaymentNotFoundError."""
         canonical_id = validate_payment_id(payment_id)
-        payment = self._repository.get(canonical_id)
+        with self._observer.step("store"):
+            payment = self._repository.get(canonical_id)
         if payment is None:
             raise PaymentNotFoundError(canonical_id)
         return payment
