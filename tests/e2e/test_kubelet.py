@@ -1,0 +1,194 @@
+"""The kubelet's view: run the real server exactly as the rendered Deployment says, probe it.
+
+The container's command, args, environment (ConfigMap plus env, downward-API values filled
+in and $(VAR) references expanded as the kubelet does) and ports come from the chart rendered
+by the real Helm engine; only the image's interpreter path is swapped for this venv's python.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from payments_service import payments_pb2, payments_pb2_grpc
+from tests.conftest import ROOT, free_port
+from tests.e2e.chart_support import NAMESPACE, container_env, manifests, render, the
+
+pytestmark = pytest.mark.tools
+
+POD_NAME = "payments-service-7d9c8b6f5-x2k4q"
+NODE_NAME = "kind-worker"
+#: What the downward API gives the fields the chart asks for.
+DOWNWARD = {"metadata.name": POD_NAME, "metadata.namespace": NAMESPACE, "spec.nodeName": NODE_NAME}
+
+
+def kubelet_env(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it (ConfigMap first, then env)."""
+    env: dict[str, str] = {}
+    for name, value in container_env(objects).items():
+        if isinstance(value, dict):
+            assert "fieldRef" in value, f"{name}: only downward-API references expected here"
+            value = DOWNWARD[value["fieldRef"]["fieldPath"]]
+        # $(VAR) expands to a variable defined earlier; unknown references stay as written.
+        env[name] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), value)
+    return env
+
+
+def probe(port: int, spec: dict[str, Any]) -> bool:
+    """One gRPC probe as the kubelet runs it: a fresh plaintext connection, one Check."""
+    assert spec["grpc"]["port"] == port
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=spec["grpc"].get("service", "")),
+                timeout=spec["timeoutSeconds"],
+            )
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class Load:
+    """Clients calling RequestPayment in a loop, recording every status code."""
+
+    def __init__(self, port: int, threads: int = 4) -> None:
+        self.threads = threads
+        self.codes: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self._stub = payments_pb2_grpc.PaymentServiceStub(self._channel)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def drain(self) -> None:
+        """Start no new calls: the pod has left the Service's endpoints during preStop."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            request = payments_pb2.RequestPaymentRequest(
+                amount_minor=1250,
+                currency="USD",
+                order_id="order-1",
+                idempotency_key=str(uuid.uuid4()),
+            )
+            try:
+                self._stub.RequestPayment(request, timeout=10)
+                code = "OK"
+            except grpc.RpcError as error:
+                code = error.code().name  # type: ignore[attr-defined]
+            with self._lock:
+                self.codes[code] += 1
+
+    def ok(self) -> int:
+        with self._lock:
+            return self.codes["OK"]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        self._channel.close()
+
+
+def test_pod_lifecycle_as_the_kubelet_sees_it() -> None:
+    grpc_port, metrics_port = free_port(), free_port()
+    objects = manifests(render({"ports": {"grpc": grpc_port, "metrics": metrics_port}}))
+    pod = the(objects, "Deployment")["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": grpc_port, "metrics": metrics_port}
+
+    command = [sys.executable, *container["command"][1:], *container.get("args", [])]
+    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", **kubelet_env(objects)}
+    assert env["OTEL_RESOURCE_ATTRIBUTES"].startswith(
+        f"k8s.pod.name={POD_NAME},k8s.namespace.name={NAMESPACE},"
+    )
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        # Startup probe: it must pass within failureThreshold attempts, periodSeconds apart.
+        startup = container["startupProbe"]
+        for _attempt in range(startup["failureThreshold"]):
+            if probe(grpc_port, startup):
+                break
+            assert process.poll() is None, "".join(output)
+            threading.Event().wait(startup["periodSeconds"])
+        else:
+            pytest.fail("the startup probe never passed:\n" + "".join(output))
+        assert probe(grpc_port, container["readinessProbe"])
+        assert probe(grpc_port, container["livenessProbe"])
+
+        # What annotation-based Prometheus scrapes.
+        annotations = pod["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+        url = f"http://127.0.0.1:{annotations['prometheus.io/port']}{annotations['prometheus.io/path']}"
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local http
+            assert response.status == 200
+            assert "# TYPE" in response.read().decode()
+
+        # Rolling update: the kubelet runs preStop (a pause), then sends SIGTERM.
+        spec = pod["spec"]
+        pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        budget = spec["terminationGracePeriodSeconds"] - pause
+        with Load(grpc_port) as load:
+            while load.ok() < 20:
+                assert process.poll() is None, "".join(output)
+                threading.Event().wait(0.05)
+            load.drain()
+            process.send_signal(signal.SIGTERM)
+            while "Received signal SIGTERM" not in lines.get(timeout=budget):
+                pass
+            # Readiness fails at once (before the kubelet's next readiness probe is due), so
+            # the pod leaves the Service's endpoints while calls in flight still finish.
+            readiness = container["readinessProbe"]
+            due = time.monotonic() + readiness["periodSeconds"]
+            while probe(grpc_port, readiness):
+                assert time.monotonic() < due, "readiness still SERVING a period after SIGTERM"
+            assert process.wait(timeout=budget) == 0, "".join(output)
+        # Calls in flight at SIGTERM finished. Only a call each client thread started in the
+        # instant of the signal may have reached the server after its shutdown began: those
+        # are refused (UNAVAILABLE, or CANCELLED as grpc-core answers such a call).
+        refused = sum(n for code, n in load.codes.items() if code != "OK")
+        assert set(load.codes) <= {"OK", "UNAVAILABLE", "CANCELLED"}, load.codes
+        assert refused <= load.threads, load.codes
+        assert load.codes["OK"] >= 20
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(timeout=5)
+        assert process.stdout is not None
+        process.stdout.close()
