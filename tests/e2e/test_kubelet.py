@@ -155,7 +155,7 @@ def test_pod_lifecycle_as_the_kubelet_sees_it() -> None:
         assert annotations["prometheus.io/scrape"] == "true"
         assert int(annotations["prometheus.io/port"]) == ports["metrics"]
         url = f"http://127.0.0.1:{annotations['prometheus.io/port']}{annotations['prometheus.io/path']}"
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - local http
+        with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200
             assert "# TYPE" in response.read().decode()
 
