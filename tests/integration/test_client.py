@@ -12,8 +12,14 @@ from payments_service.server import PaymentServer
 
 def client(server_port: int, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "payments_service.client", "--target", f"127.0.0.1:{server_port}"]
-        + list(args),
+        [
+            sys.executable,
+            "-m",
+            "payments_service.client",
+            "--target",
+            f"127.0.0.1:{server_port}",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
