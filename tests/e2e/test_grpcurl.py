@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from collections.abc import Callable
 
 import pytest
 
 from payments_service.server import PaymentServer
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.tools
 
+Grpcurl = Callable[..., subprocess.CompletedProcess[str]]
+
 
 @pytest.fixture
-def grpcurl(server: PaymentServer) -> object:
-    from tests.conftest import require_tool
-
+def grpcurl(server: PaymentServer) -> Grpcurl:
+    """Runs grpcurl -plaintext against the test server: grpcurl(*args, data=None)."""
     binary = require_tool("grpcurl")
 
     def run(*args: str, data: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -29,7 +32,7 @@ def grpcurl(server: PaymentServer) -> object:
     return run
 
 
-def test_list_shows_the_api_health_and_reflection(grpcurl) -> None:  # type: ignore[no-untyped-def]
+def test_list_shows_the_api_health_and_reflection(grpcurl: Grpcurl) -> None:
     result = grpcurl("list")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
@@ -39,7 +42,7 @@ def test_list_shows_the_api_health_and_reflection(grpcurl) -> None:  # type: ign
     ]
 
 
-def test_describe_shows_the_documented_methods(grpcurl) -> None:  # type: ignore[no-untyped-def]
+def test_describe_shows_the_documented_methods(grpcurl: Grpcurl) -> None:
     result = grpcurl("describe", "payments.v1.PaymentService")
     assert result.returncode == 0, result.stderr
     for method in ("RequestPayment", "GetPayment", "Health"):
@@ -49,7 +52,7 @@ def test_describe_shows_the_documented_methods(grpcurl) -> None:  # type: ignore
     assert "map<string, string> metadata = 5;" in message.stdout
 
 
-def test_the_seed_grpcurl_commands_work_verbatim(grpcurl) -> None:  # type: ignore[no-untyped-def]
+def test_the_seed_grpcurl_commands_work_verbatim(grpcurl: Grpcurl) -> None:
     # The seed's three commands, with only the address changed to the test server's.
     health = grpcurl("payments.v1.PaymentService/Health")
     assert health.returncode == 0, health.stderr
@@ -88,7 +91,7 @@ def test_the_seed_grpcurl_commands_work_verbatim(grpcurl) -> None:  # type: igno
     assert payment["order_id"] == "order-123"
 
 
-def test_grpcurl_prints_the_field_violations(grpcurl) -> None:  # type: ignore[no-untyped-def]
+def test_grpcurl_prints_the_field_violations(grpcurl: Grpcurl) -> None:
     result = grpcurl(
         "payments.v1.PaymentService/RequestPayment",
         data='{"amount_minor": 0, "currency": "usd", "order_id": "o", "idempotency_key": "k"}',
@@ -100,7 +103,7 @@ def test_grpcurl_prints_the_field_violations(grpcurl) -> None:  # type: ignore[n
         assert f'"field":"{field}"' in result.stderr.replace(" ", "")
 
 
-def test_standard_health_check_by_service_name(grpcurl) -> None:  # type: ignore[no-untyped-def]
+def test_standard_health_check_by_service_name(grpcurl: Grpcurl) -> None:
     result = grpcurl(
         "grpc.health.v1.Health/Check", data='{"service": "payments.v1.PaymentService"}'
     )

@@ -39,7 +39,7 @@ def payment_request(**changes: Any) -> payments_pb2.RequestPaymentRequest:
 
 def error_details(error: grpc.RpcError) -> dict[str, Any]:
     """ErrorInfo and BadRequest unpacked from a failed call's google.rpc.Status."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, "the error carries no google.rpc.Status details"
     found: dict[str, Any] = {}
     for detail in status.details:
@@ -226,7 +226,7 @@ def test_concurrent_identical_requests_make_exactly_one_payment(
 
     def call(_: int) -> str:
         barrier.wait(timeout=10)
-        return stub.RequestPayment(request).payment_id  # type: ignore[no-any-return]
+        return stub.RequestPayment(request).payment_id
 
     with ThreadPoolExecutor(max_workers=callers) as pool:
         payment_ids = list(pool.map(call, range(callers)))

@@ -16,7 +16,7 @@ def request(**changes: object) -> PaymentRequest:
         "metadata": {"a": "1", "b": "2"},
     }
     values.update(changes)
-    return PaymentRequest(**values)  # type: ignore[arg-type]
+    return PaymentRequest(**values)
 
 
 def test_new_payment_is_pending_with_a_uuid_and_utc_time() -> None:
@@ -24,7 +24,7 @@ def test_new_payment_is_pending_with_a_uuid_and_utc_time() -> None:
     assert uuid.UUID(payment.payment_id).version == 4
     assert payment.status is PaymentStatus.PENDING
     assert payment.created_at.utcoffset() is not None
-    assert payment.created_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert payment.created_at.utcoffset().total_seconds() == 0
 
 
 def test_fingerprint_ignores_metadata_order_and_the_key() -> None:
