@@ -96,12 +96,12 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 @contextmanager
-def running_receiver(max_workers: int = 4) -> Iterator[tuple[TraceReceiver, int]]:
-    """A TraceService on a free loopback port: yields (receiver, port)."""
+def running_receiver(max_workers: int = 4, port: int = 0) -> Iterator[tuple[TraceReceiver, int]]:
+    """A TraceService on loopback (port 0: a free one): yields (receiver, port)."""
     receiver = TraceReceiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     try:
         yield receiver, port
