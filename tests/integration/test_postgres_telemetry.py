@@ -1,0 +1,96 @@
+"""The PostgreSQL store's telemetry: query spans under the RPC span, pool gauges in /metrics."""
+
+from __future__ import annotations
+
+import urllib.request
+import uuid
+
+import grpc
+import pytest
+from opentelemetry.proto.trace.v1 import trace_pb2
+from psycopg.conninfo import conninfo_to_dict
+
+from payments_service import payments_pb2, payments_pb2_grpc
+from payments_service.server import build_server
+from tests.conftest import free_port, make_settings
+from tests.otlp_receiver import running_receiver
+from tests.postgres_support import wait_until_ready
+
+pytestmark = pytest.mark.postgres
+
+
+def test_queries_are_client_spans_under_the_rpc_span(database_url: str) -> None:
+    with running_receiver() as (receiver, receiver_port):
+        settings = make_settings(
+            storage_backend="postgres",
+            database_url=database_url,
+            otel_exporter_otlp_endpoint=f"http://127.0.0.1:{receiver_port}",
+        )
+        app = build_server(settings)
+        app.start()
+        try:
+            wait_until_ready(app.port)
+            with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+                stub = payments_pb2_grpc.PaymentServiceStub(channel)
+                stub.RequestPayment(
+                    payments_pb2.RequestPaymentRequest(
+                        amount_minor=1,
+                        currency="USD",
+                        order_id="o-1",
+                        idempotency_key=f"span-{uuid.uuid4().hex}",
+                    ),
+                    timeout=10,
+                )
+        finally:
+            app.stop(0)  # flushes the spans
+        spans = receiver.spans()
+
+    rpc = [s for s in spans if s.name == "payments.v1.PaymentService/RequestPayment"]
+    inserts = [s for s in spans if s.name == "INSERT payments"]
+    assert len(rpc) == 1, [s.name for s in spans]
+    assert len(inserts) == 1, [s.name for s in spans]
+    insert = inserts[0]
+    assert insert.span.kind == trace_pb2.Span.SPAN_KIND_CLIENT
+    assert insert.trace_id == rpc[0].trace_id
+    # The query span sits under the RPC (directly, or under a business span of it).
+    by_id = {s.span_id: s for s in spans}
+    ancestors = []
+    parent = insert.parent_span_id
+    while parent in by_id:
+        ancestors.append(by_id[parent].name)
+        parent = by_id[parent].parent_span_id
+    assert rpc[0].name in ancestors
+    attributes = insert.attributes
+    assert attributes["db.system.name"] == "postgresql"
+    assert attributes["db.operation.name"] == "INSERT"
+    assert attributes["db.collection.name"] == "payments"
+    assert attributes["db.namespace"] == conninfo_to_dict(database_url)["dbname"]
+    assert attributes["db.query.text"].startswith("INSERT INTO payments")
+    assert "%s" in attributes["db.query.text"]  # the text, never the values
+
+
+def test_pool_gauges_are_in_metrics(database_url: str) -> None:
+    metrics_port = free_port()
+    settings = make_settings(
+        storage_backend="postgres",
+        database_url=database_url,
+        database_pool_min_size=3,
+        database_pool_max_size=7,
+        metrics_port=metrics_port,
+    )
+    app = build_server(settings)
+    app.start()
+    try:
+        wait_until_ready(app.port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        app.stop(0)
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("payments_db_pool_")
+    )
+    assert float(samples["payments_db_pool_max_connections"]) == 7
+    assert float(samples["payments_db_pool_min_connections"]) == 3
+    assert float(samples["payments_db_pool_connections"]) >= 1
+    assert float(samples["payments_db_pool_requests_total"]) >= 1  # the readiness ping
+    assert "payments_db_pool_waiting_requests" in samples
