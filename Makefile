@@ -41,8 +41,8 @@ test: $(STAMP) ## Run every test (unit, integration, end-to-end)
 test-unit: $(STAMP) ## Run the unit tests (no I/O)
 	$(PYTEST) tests/unit
 
-test-integration: $(STAMP) ## Run the integration tests (real server on a real port)
-	$(PYTEST) tests/integration
+test-integration: $(STAMP) ## Run the store contract and integration tests (real server, real DB)
+	$(PYTEST) tests/contract tests/integration
 
 test-e2e: $(STAMP) ## Run the end-to-end tests (real grpcurl, Prometheus, Helm engine, ...)
 	$(PYTEST) tests/e2e
@@ -60,6 +60,46 @@ typecheck: $(STAMP) ## Type-check the package with mypy --strict
 
 bench: $(STAMP) ## Measure calls/s and latency against a bare grpcio server (prints figures)
 	$(BIN)/python -m bench
+
+# --- delivery: lock files, container image, plain manifests, kind ---------------------------
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= payments-service:$(VERSION)
+CONTAINER ?= payment-service
+CLUSTER ?= payments
+STORAGE ?= memory
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links
+.PHONY: lock docker-build docker-run docker-run-bg docker-stop manifests kind-up kind-smoke kind-down
+
+lock: $(STAMP) ## Re-resolve requirements/*.txt (pinned, with hashes) from pyproject.toml
+	$(PIP_COMPILE) --output-file requirements/runtime.txt pyproject.toml
+	$(PIP_COMPILE) --output-file requirements/build.txt requirements/build.in
+
+docker-build: ## Build the container image payments-service:<version> (needs Docker)
+	docker build --tag $(IMAGE) .
+
+docker-run: ## Run the image in the foreground on localhost:7000 (Ctrl+C stops it)
+	docker run --rm --name $(CONTAINER) --read-only --tmpfs /tmp --cap-drop ALL \
+		-p 7000:7000 -p 9464:9464 $(IMAGE)
+
+docker-run-bg: ## Run the image in the background (container payment-service)
+	docker run --detach --rm --name $(CONTAINER) --read-only --tmpfs /tmp --cap-drop ALL \
+		-p 7000:7000 -p 9464:9464 $(IMAGE)
+
+docker-stop: ## Stop the background container (SIGTERM, graceful)
+	docker stop $(CONTAINER)
+
+manifests: $(STAMP) ## Render k8s/payments-service.yaml from the chart's default values
+	$(BIN)/python -m tests.e2e.chart_support > k8s/payments-service.yaml
+
+kind-up: ## kind cluster + image + Jaeger/Prometheus + helm install (STORAGE=postgres: on PostgreSQL)
+	CLUSTER=$(CLUSTER) IMAGE=$(IMAGE) STORAGE=$(STORAGE) k8s/kind/up.sh
+
+kind-smoke: ## grpcurl calls via port-forward; check Prometheus series and a Jaeger trace
+	CLUSTER=$(CLUSTER) k8s/kind/smoke.sh
+
+kind-down: ## Delete the kind cluster
+	CLUSTER=$(CLUSTER) k8s/kind/down.sh
 
 clean: ## Remove the virtual environment, caches and build output
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov build dist
