@@ -6,13 +6,20 @@ PORT); ``prepare`` may start helpers (a receiver, a database) and return extra e
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from payments_service.storage.migrate import apply_migrations
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,35 @@ _TELEMETRY = {
     "OTEL_BSP_MAX_QUEUE_SIZE": "8192",
 }
 
+
+def _postgres_database(stack: ExitStack) -> dict[str, str]:
+    """A fresh, migrated database on DATABASE_URL's server (default: the local one)."""
+    server = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+    name = f"payments_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    stack.callback(drop)
+    url = make_conninfo(server, dbname=name)
+    apply_migrations(url)
+    return {"DATABASE_URL": url}
+
+
 TARGETS: dict[str, Target] = {
     "bare": Target(
         "bare",
         "bare grpcio server, trivial handlers (the ceiling)",
         args=("-m", "bench.bare_server"),
         baseline=None,
+    ),
+    "bare-aio": Target(
+        "bare-aio",
+        "the same trivial handlers on grpc.aio (the server model we did not choose)",
+        args=("-m", "bench.bare_aio_server"),
     ),
     "service": Target("service", "payments-service, in-memory store, telemetry off", env=_QUIET),
     "telemetry": Target(
@@ -75,6 +105,14 @@ TARGETS: dict[str, Target] = {
         "and Prometheus metrics with exemplars",
         env=_TELEMETRY,
         prepare=_otlp_sink,
+    ),
+    "postgres": Target(
+        "postgres",
+        "payments-service, PostgreSQL store (local server, fresh database, pool of "
+        "DATABASE_POOL_MAX_SIZE=MAX_WORKERS), telemetry off",
+        env={**_QUIET, "STORAGE_BACKEND": "postgres"},
+        prepare=_postgres_database,
+        baseline="service",
     ),
 }
 
