@@ -1,0 +1,150 @@
+"""The Dockerfile, checked statically (no Docker engine runs here): hadolint, checkov and the
+facts the chart and the compose file rely on."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require_tool
+from tests.e2e.chart_support import assert_tool_passes, manifests, render, the
+
+pytestmark = pytest.mark.tools
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    result = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, rest = stripped.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def values_of(keyword: str) -> list[str]:
+    return [rest for key, rest in instructions() if key == keyword]
+
+
+def test_hadolint_passes() -> None:
+    assert_tool_passes("hadolint", "--failure-threshold", "info", str(DOCKERFILE))
+
+
+def test_checkov_passes_on_the_dockerfile(tmp_path: Path) -> None:
+    checkov = require_tool("checkov")
+    result = subprocess.run(
+        [
+            checkov,
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+            "--framework",
+            "dockerfile",
+            "--file",
+            str(DOCKERFILE),
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    failed = [c["check_id"] for c in report["results"]["failed_checks"]]
+    assert summary["failed"] == 0 and summary["passed"] > 0, failed
+
+
+def test_base_images_are_pinned_to_an_exact_version() -> None:
+    bases = [re.split(r"\s+", value)[0] for value in values_of("FROM")]
+    assert len(bases) == 2
+    for base in bases:
+        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base)
+    assert bases[0] == bases[1], "the venv's interpreter link needs the same Python in both stages"
+
+
+def test_runs_as_a_numeric_non_root_user_matching_the_chart() -> None:
+    (user,) = values_of("USER")
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) > 0 and gid.isdigit()
+    deployment = the(manifests(render()), "Deployment")
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(uid)
+
+
+def test_entrypoint_is_the_charts_command_in_exec_form() -> None:
+    (entrypoint,) = values_of("ENTRYPOINT")
+    command = json.loads(entrypoint)
+    (container,) = the(manifests(render()), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert command == container["command"]
+    (stop,) = values_of("STOPSIGNAL")
+    assert stop == "SIGTERM"
+
+
+def test_exposes_the_default_ports_of_the_service() -> None:
+    from payments_service.config import Settings
+
+    exposed = {int(port) for value in values_of("EXPOSE") for port in value.split()}
+    fields = Settings.model_fields
+    assert {fields["port"].default, fields["metrics_port"].default} <= exposed
+
+
+def test_healthcheck_runs_the_projects_cli() -> None:
+    (healthcheck,) = values_of("HEALTHCHECK")
+    assert "payments-client" in healthcheck and " health" in healthcheck
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "payments-client" in scripts
+
+
+def test_dependencies_come_from_lock_files_with_hashes() -> None:
+    runs = " ".join(values_of("RUN"))
+    assert "--require-hashes" in runs
+    for lock in ("requirements/runtime.txt", "requirements/build.txt"):
+        text = (ROOT / lock).read_text()
+        pins = re.findall(r"^([A-Za-z0-9_.-]+)==\S+", text, flags=re.MULTILINE)
+        assert pins and text.count("--hash=sha256:") >= len(pins), lock
+    runtime = (ROOT / "requirements" / "runtime.txt").read_text().lower()
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in dependencies:
+        name = re.split(r"[<>=\[ ;]", requirement, maxsplit=1)[0].lower()
+        assert re.search(rf"^{re.escape(name)}==", runtime, flags=re.MULTILINE), (
+            f"{name} is in pyproject.toml but not in requirements/runtime.txt: run make lock"
+        )
+
+
+def test_build_context_holds_what_the_copies_need() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def included(path: str) -> bool:
+        keep = True
+        for pattern in patterns:
+            negate = pattern.startswith("!")
+            body = pattern.lstrip("!").rstrip("/")
+            if fnmatch.fnmatch(path, body) or path.startswith(body + "/"):
+                keep = negate
+        return keep
+
+    for copy in values_of("COPY"):
+        if copy.startswith("--from"):
+            continue
+        *sources, _destination = copy.split()
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert included(source), f"{source} is excluded by .dockerignore"
+    assert not included("tests/conftest.py") and not included(".venv/bin/python")
+    assert not included(".git/config") and not included(".env")
