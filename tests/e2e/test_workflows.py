@@ -1,0 +1,48 @@
+"""The GitHub Actions workflows: actionlint passes, and they call targets that exist."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.e2e.chart_support import assert_tool_passes
+
+pytestmark = pytest.mark.tools
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+def test_actionlint_passes() -> None:
+    files = sorted(str(path) for path in WORKFLOWS.glob("*.yml"))
+    assert files
+    assert_tool_passes("actionlint", *files)
+
+
+def test_workflows_run_make_targets_that_exist() -> None:
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    used = set()
+    for path in WORKFLOWS.glob("*.yml"):
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            for step in job["steps"]:
+                for match in re.finditer(r"\bmake ((?:[a-z][a-z-]* ?)+)", step.get("run", "")):
+                    used.update(word for word in match[1].split() if "=" not in word)
+    assert {"lint", "typecheck", "test", "kind-up", "kind-smoke", "kind-down"} <= used
+    assert used <= targets, used - targets
+
+
+def test_ci_runs_tests_with_ci_true_and_postgres() -> None:
+    ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
+    assert ci["env"]["CI"] == "true"
+    postgres = ci["jobs"]["test"]["services"]["postgres"]
+    assert postgres["env"]["POSTGRES_DB"] == "test"
+    assert "5432:5432" in postgres["ports"]
+
+
+def test_kind_workflow_covers_both_stores_and_helm_test() -> None:
+    kind = yaml.safe_load((WORKFLOWS / "kind-e2e.yml").read_text())["jobs"]["kind"]
+    assert kind["strategy"]["matrix"]["storage"] == ["memory", "postgres"]
+    runs = " ".join(step.get("run", "") for step in kind["steps"])
+    assert "helm test payments-service" in runs
