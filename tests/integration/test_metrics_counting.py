@@ -1,0 +1,66 @@
+"""Every call is counted exactly once, with the code the client received, however it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from payments_service import payments_pb2, payments_pb2_grpc
+from payments_service.server import PaymentServer
+from tests.conftest import free_port, make_settings
+from tests.integration.test_tracing import FaultyRepository
+
+SERVICE = "payments.v1.PaymentService"
+
+
+def _request(key: str) -> payments_pb2.RequestPaymentRequest:
+    return payments_pb2.RequestPaymentRequest(
+        amount_minor=100, currency="GBP", order_id="o-1", idempotency_key=key
+    )
+
+
+def test_each_way_a_call_ends_is_counted_once_with_the_clients_code(
+    server_factory: Callable[..., PaymentServer],
+) -> None:
+    app = server_factory(make_settings(metrics_port=free_port()), repository=FaultyRepository())
+    assert app.telemetry is not None and app.telemetry.registry is not None
+    registry = app.telemetry.registry
+    received: list[grpc.StatusCode] = []
+    with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = payments_pb2_grpc.PaymentServiceStub(channel)
+        raw = channel.unary_unary(
+            f"/{SERVICE}/RequestPayment",
+            request_serializer=lambda data: data,
+            response_deserializer=lambda data: data,
+        )
+        calls: list[Callable[[], object]] = [
+            lambda: stub.RequestPayment(_request("count-key-1")),
+            lambda: stub.RequestPayment(_request("crash-key-1")),  # unexpected exception
+            lambda: stub.RequestPayment(_request("down-key-01")),  # store unavailable
+            lambda: raw(b"\xff\xff\xff\xff"),  # undecodable request bytes
+        ]
+        for call in calls:
+            try:
+                call()
+                received.append(grpc.StatusCode.OK)
+            except grpc.RpcError as error:
+                received.append(error.code())
+    assert received == [
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ]
+    labels = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "RequestPayment"}
+
+    def handled(code: str) -> float | None:
+        return registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": code})
+
+    assert handled("OK") == 1
+    assert handled("Internal") == 1
+    assert handled("Unavailable") == 1
+    assert handled("InvalidArgument") == 1
+    assert registry.get_sample_value("grpc_server_started_total", labels) == 4
+    assert registry.get_sample_value("grpc_server_handling_seconds_count", labels) == 4
+    assert registry.get_sample_value("grpc_server_msg_sent_total", labels) == 1
