@@ -5,6 +5,11 @@ the UNIQUE constraint on the idempotency key decides the single winner, even acr
 server processes. When the insert returns no row, another request owns the key and a
 second statement reads its payment. There is never a check-then-insert window.
 
+Inserts are group-committed: a durable commit waits for the WAL to reach the disk
+(milliseconds), so concurrent RequestPayment calls hand their payment to a few writer
+threads, which insert whatever has queued up meanwhile as one multi-row statement and
+one commit. A lone call is written at once; under load one disk flush serves many.
+
 Every way the database can fail to answer (refused or dropped connection, no pooled
 connection within the timeout, a query over the statement timeout, a server shutting
 down) becomes :class:`StoreUnavailableError`, which callers see as UNAVAILABLE.
@@ -13,11 +18,14 @@ down) becomes :class:`StoreUnavailableError`, which callers see as UNAVAILABLE.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -37,19 +45,21 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
 
-# Column order of every row read: see _row_to_payment.
-_INSERT = """
+# Column order of every row read: see _row_to_payment. One array parameter per column;
+# of several rows with one key in a batch, the first is inserted, the others conflict.
+_INSERT_MANY = """
 INSERT INTO payments (payment_id, idempotency_key, request_fingerprint, amount_minor,
                       currency, order_id, metadata, status, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::text[],
+                     %s::text[], %s::jsonb[], %s::text[], %s::timestamptz[])
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING payment_id, idempotency_key, request_fingerprint, amount_minor,
           currency, order_id, metadata, status, created_at
 """
-_SELECT_BY_KEY = """
+_SELECT_BY_KEYS = """
 SELECT payment_id, idempotency_key, request_fingerprint, amount_minor,
        currency, order_id, metadata, status, created_at
-FROM payments WHERE idempotency_key = %s
+FROM payments WHERE idempotency_key = ANY(%s::text[])
 """
 _SELECT_BY_ID = """
 SELECT payment_id, idempotency_key, request_fingerprint, amount_minor,
@@ -109,26 +119,38 @@ def _row_to_payment(row: tuple[Any, ...]) -> Payment:
     )
 
 
-def _payment_to_row(payment: Payment) -> tuple[Any, ...]:
-    metadata: Mapping[str, str] = payment.metadata
+def _payments_to_columns(payments: list[Payment]) -> tuple[list[Any], ...]:
+    """The batch as one list per column (the parameters of _INSERT_MANY)."""
+    metadata: list[Mapping[str, str]] = [p.metadata for p in payments]
     return (
-        payment.payment_id,
-        payment.idempotency_key,
-        payment.request_fingerprint,
-        payment.amount_minor,
-        payment.currency,
-        payment.order_id,
-        Jsonb(dict(metadata)),
-        payment.status.value,
-        payment.created_at,
+        [p.payment_id for p in payments],
+        [p.idempotency_key for p in payments],
+        [p.request_fingerprint for p in payments],
+        [p.amount_minor for p in payments],
+        [p.currency for p in payments],
+        [p.order_id for p in payments],
+        [Jsonb(dict(m)) for m in metadata],
+        [p.status.value for p in payments],
+        [p.created_at for p in payments],
     )
+
+
+@dataclass
+class _PendingInsert:
+    """A payment waiting in the insert queue, and where its outcome goes."""
+
+    payment: Payment
+    outcome: Future[Payment] = field(default_factory=Future)
+    batch_size: int = 0
 
 
 class PostgresPaymentRepository:
     """A :class:`~payments_service.storage.repository.PaymentRepository` on PostgreSQL.
 
-    Thread-safe: every call borrows a connection from the pool (autocommit, so each
-    statement is its own transaction) for as long as the call runs.
+    Thread-safe: every statement runs on a connection borrowed from the pool
+    (autocommit, so each statement is its own transaction). ``add_if_absent`` queues the
+    payment for one of ``writers`` threads, which insert up to ``max_batch`` queued
+    payments with one statement; the other calls run on the caller's thread.
     """
 
     def __init__(
@@ -140,8 +162,11 @@ class PostgresPaymentRepository:
         timeout_seconds: float = 5.0,
         name: str = "payments",
         tracer_provider: trace.TracerProvider | None = None,
+        writers: int = 2,
+        max_batch: int = 64,
     ) -> None:
         self._timeout = timeout_seconds
+        self._max_batch = max_batch
         conninfo = connection_settings(url, timeout_seconds)
         details = conninfo_to_dict(conninfo)
         self._span_attributes: dict[str, str | int] = {
@@ -171,22 +196,24 @@ class PostgresPaymentRepository:
         # Start connecting in the background: the server starts even while the
         # database is down, and reports NOT_SERVING until it is reachable.
         self._pool.open(wait=False)
+        self._inserts: queue.SimpleQueue[_PendingInsert | None] = queue.SimpleQueue()
+        self._writers = [
+            threading.Thread(target=self._write_loop, name=f"{name}-writer-{i}", daemon=True)
+            for i in range(writers)
+        ]
+        for writer in self._writers:
+            writer.start()
 
     # -- the repository protocol ------------------------------------------------------
 
     def add_if_absent(self, payment: Payment) -> Payment:
-        def insert(conn: Connection) -> Payment:
-            row = self._execute(conn, "INSERT", _INSERT, _payment_to_row(payment)).fetchone()
-            if row is None:
-                row = self._execute(
-                    conn, "SELECT", _SELECT_BY_KEY, (payment.idempotency_key,)
-                ).fetchone()
-            if row is None:  # the winner cannot vanish: nothing ever deletes payments
-                raise StoreUnavailableError("payment for the idempotency key disappeared")
-            return _row_to_payment(row)
-
-        # Safe to retry: a retried insert of the same candidate finds itself or the winner.
-        return self._run(insert)
+        pending = _PendingInsert(payment)
+        # The span covers the wait in the queue and the batch's statement and commit.
+        with self._span("INSERT", _INSERT_MANY) as span:
+            self._inserts.put(pending)
+            stored = pending.outcome.result()
+            span.set_attribute("db.operation.batch.size", pending.batch_size)
+        return stored
 
     def get(self, payment_id: str) -> Payment | None:
         try:
@@ -195,19 +222,26 @@ class PostgresPaymentRepository:
             return None  # not a UUID, so no payment can have it
 
         def select(conn: Connection) -> Payment | None:
-            row = self._execute(conn, "SELECT", _SELECT_BY_ID, (key,)).fetchone()
+            row = conn.execute(_SELECT_BY_ID, (key,)).fetchone()
             return None if row is None else _row_to_payment(row)
 
-        return self._run(select)
+        with self._span("SELECT", _SELECT_BY_ID):
+            return self._run(select)
 
     def count(self) -> int:
         def count(conn: Connection) -> int:
-            row = self._execute(conn, "SELECT", _COUNT, ()).fetchone()
+            row = conn.execute(_COUNT).fetchone()
             return 0 if row is None else int(row[0])
 
-        return self._run(count)
+        with self._span("SELECT", _COUNT):
+            return self._run(count)
 
     def close(self) -> None:
+        """Finish the queued inserts, stop the writers, close every connection."""
+        for _ in self._writers:
+            self._inserts.put(None)
+        for writer in self._writers:
+            writer.join()
         self._pool.close()
 
     # -- readiness and metrics --------------------------------------------------------
@@ -239,9 +273,9 @@ class PostgresPaymentRepository:
 
     # -- internals --------------------------------------------------------------------
 
-    def _execute(
-        self, conn: Connection, operation: str, query: str, params: tuple[Any, ...]
-    ) -> psycopg.Cursor[TupleRow]:
+    @contextmanager
+    def _span(self, operation: str, query: str) -> Iterator[trace.Span]:
+        """A CLIENT span with the db.* attributes, under the caller's current span."""
         with self._tracer.start_as_current_span(
             f"{operation} payments",
             kind=trace.SpanKind.CLIENT,
@@ -251,8 +285,58 @@ class PostgresPaymentRepository:
                 "db.collection.name": "payments",
                 "db.query.text": query.strip(),
             },
-        ):
-            return conn.execute(query, params)
+        ) as span:
+            yield span
+
+    def _write_loop(self) -> None:
+        """A writer thread: take what is queued (up to max_batch), insert it, repeat."""
+        while True:
+            first = self._inserts.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._inserts.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:  # close(): finish this batch, then stop
+                    self._inserts.put(None)
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[_PendingInsert]) -> None:
+        try:
+            # Safe to retry: a retried insert finds the rows it wrote (same ids) or winners.
+            stored = self._run(lambda conn: self._insert_batch(conn, batch))
+        except Exception as error:  # every waiter gets its own exception object
+            if not isinstance(error, StoreUnavailableError):
+                logger.exception("Unexpected error writing a batch of %d payments", len(batch))
+            for pending in batch:
+                failure = StoreUnavailableError()
+                failure.__cause__ = error
+                pending.outcome.set_exception(failure)
+            return
+        for pending in batch:
+            pending.batch_size = len(batch)
+            pending.outcome.set_result(stored[pending.payment.idempotency_key])
+
+    @staticmethod
+    def _insert_batch(conn: Connection, batch: list[_PendingInsert]) -> dict[str, Payment]:
+        """Insert the batch; returns idempotency key -> the payment stored for it."""
+        payments = [pending.payment for pending in batch]
+        rows = conn.execute(_INSERT_MANY, _payments_to_columns(payments)).fetchall()
+        stored = {payment.idempotency_key: payment for payment in map(_row_to_payment, rows)}
+        taken = list({p.idempotency_key for p in payments if p.idempotency_key not in stored})
+        if taken:  # these keys belong to earlier payments: read the winners
+            for row in conn.execute(_SELECT_BY_KEYS, (taken,)).fetchall():
+                winner = _row_to_payment(row)
+                stored[winner.idempotency_key] = winner
+        if len(stored) < len({p.idempotency_key for p in payments}):
+            # The winner cannot vanish: nothing ever deletes payments.
+            raise StoreUnavailableError("a payment for an idempotency key disappeared")
+        return stored
 
     def _run(self, work: Callable[[Connection], T], *, retry: bool = True) -> T:
         """Run ``work`` on a pooled connection, translating database trouble.
