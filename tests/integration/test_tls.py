@@ -1,0 +1,121 @@
+"""TLS and mutual TLS on the gRPC port, and the plaintext health-only port for probes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from payments_service.payments_pb2_grpc import PaymentServiceStub
+from payments_service.server import PaymentServer
+from tests.conftest import free_port, make_settings
+from tests.integration.certificates import CertificateAuthority, Issued
+from tests.integration.hardening_support import valid_request
+
+ServerFactory = Callable[..., PaymentServer]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> CertificateAuthority:
+    return CertificateAuthority(tmp_path)
+
+
+@pytest.fixture
+def server_certificate(authority: CertificateAuthority) -> Issued:
+    return authority.issue("payments-server", server=True)
+
+
+def _tls_server(
+    server_factory: ServerFactory, certificate: Issued, **overrides: Any
+) -> PaymentServer:
+    settings = make_settings(
+        port=free_port(),
+        tls_cert_file=certificate.certificate_file,
+        tls_key_file=certificate.key_file,
+        **overrides,
+    )
+    return server_factory(settings)
+
+
+def _call_over_tls(
+    app: PaymentServer, authority: CertificateAuthority, client: Issued | None = None
+) -> str:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=authority.pem,
+        private_key=client.key if client else None,
+        certificate_chain=client.certificate if client else None,
+    )
+    with grpc.secure_channel(f"127.0.0.1:{app.port}", credentials) as channel:
+        return str(PaymentServiceStub(channel).RequestPayment(valid_request(), timeout=5).message)
+
+
+def _call_in_plaintext(app: PaymentServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        PaymentServiceStub(channel).RequestPayment(valid_request(), timeout=5)
+
+
+def test_a_tls_client_is_served_and_a_plaintext_client_is_not(
+    server_factory: ServerFactory, authority: CertificateAuthority, server_certificate: Issued
+) -> None:
+    app = _tls_server(server_factory, server_certificate)
+
+    assert _call_over_tls(app, authority) == "Payment created"
+    with pytest.raises(grpc.RpcError) as plaintext:
+        _call_in_plaintext(app)
+    assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert app.repository.count() == 1
+
+
+def test_a_client_that_does_not_trust_the_server_certificate_is_refused(
+    server_factory: ServerFactory, tmp_path: Path, server_certificate: Issued
+) -> None:
+    app = _tls_server(server_factory, server_certificate)
+    stranger = CertificateAuthority(tmp_path, name="other-ca")
+
+    with pytest.raises(grpc.RpcError) as refused:
+        _call_over_tls(app, stranger)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
+    server_factory: ServerFactory,
+    tmp_path: Path,
+    authority: CertificateAuthority,
+    server_certificate: Issued,
+) -> None:
+    app = _tls_server(server_factory, server_certificate, tls_client_ca_file=authority.file)
+    trusted_client = authority.issue("payments-client", server=False)
+    foreign_client = CertificateAuthority(tmp_path, name="rogue-ca").issue("rogue", server=False)
+
+    assert _call_over_tls(app, authority, trusted_client) == "Payment created"
+    for client in (None, foreign_client):
+        with pytest.raises(grpc.RpcError) as refused:
+            _call_over_tls(app, authority, client)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert app.repository.count() == 1
+
+
+def test_probes_pass_on_the_plaintext_health_port_which_serves_nothing_else(
+    server_factory: ServerFactory, authority: CertificateAuthority, server_certificate: Issued
+) -> None:
+    app = _tls_server(server_factory, server_certificate, health_port=free_port())
+    assert app.health_port is not None
+
+    with grpc.insecure_channel(f"127.0.0.1:{app.health_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "payments.v1.PaymentService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == SERVING
+        with pytest.raises(grpc.RpcError) as not_here:
+            PaymentServiceStub(channel).RequestPayment(valid_request(), timeout=5)
+        assert not_here.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+        app.health.enter_graceful_shutdown()  # what stop() does first on SIGTERM
+        answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert app.repository.count() == 0
