@@ -1,0 +1,84 @@
+"""The real process: telemetry wired from the environment, spans flushed at SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import grpc
+
+from payments_service import payments_pb2, payments_pb2_grpc
+from tests.conftest import ROOT, free_port, start_server_process, wait_for_port
+from tests.otlp_receiver import running_receiver
+
+SERVICE = "payments.v1.PaymentService"
+
+
+def test_process_exports_spans_serves_metrics_and_logs_json_with_trace_ids() -> None:
+    port, metrics_port = free_port(), free_port()
+    with running_receiver() as (receiver, receiver_port):
+        process = start_server_process(
+            {
+                "PORT": str(port),
+                "HOST": "127.0.0.1",
+                "METRICS_PORT": str(metrics_port),
+                "LOG_FORMAT": "json",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
+                "OTEL_RESOURCE_ATTRIBUTES": "k8s.namespace.name=shop",
+                # Longer than the test: only the flush at shutdown can deliver the spans.
+                "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            }
+        )
+        try:
+            wait_for_port(port)
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                payments_pb2_grpc.PaymentServiceStub(channel).RequestPayment(
+                    payments_pb2.RequestPaymentRequest(
+                        amount_minor=500,
+                        currency="JPY",
+                        order_id="o-9",
+                        idempotency_key="proc-key-1",
+                    )
+                )
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
+            ) as response:
+                exposition = response.read().decode()
+            assert receiver.spans() == []  # nothing exported yet: the batch waits
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        spans = receiver.spans()
+    assert (
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="RequestPayment",'
+        f'grpc_service="{SERVICE}",grpc_type="unary"}} 1.0'
+    ) in exposition
+    names = sorted(span.name for span in spans)
+    assert names == sorted([f"{SERVICE}/RequestPayment", "payments.validate", "payments.store"])
+    assert spans[0].resource["k8s.namespace.name"] == "shop"
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert len(lines) == len(output.splitlines()), output  # every line is JSON
+    access = [line for line in lines if line["logger"] == "payments_service.access"]
+    assert len(access) == 1
+    server_span = next(s for s in spans if s.name.startswith(SERVICE))
+    assert access[0]["trace_id"] == server_span.trace_id
+    assert access[0]["grpc_code"] == "OK"
+
+
+def test_unknown_sampler_stops_the_process_with_exit_2_and_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "payments_service"],
+        env={"PATH": "/usr/bin:/bin", "OTEL_TRACES_SAMPLER": "always_maybe"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "OTEL_TRACES_SAMPLER='always_maybe'" in result.stderr
