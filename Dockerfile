@@ -1,7 +1,8 @@
 # payments-service container image.
 #   docker build -t payments-service:0.1.0 .      (or: make docker-build)
 # Two stages: "build" installs the locked, hash-checked dependencies and the service into a
-# virtual environment; the final stage copies only that venv onto a clean slim Python.
+# virtual environment with no pip or setuptools of its own (a separate build venv holds the
+# tools); the final stage copies only that venv onto a clean slim Python.
 # The base is pinned to an exact version tag; pin its digest too (FROM ...@sha256:...) once
 # you have pulled and verified it from your registry.
 
@@ -15,13 +16,14 @@ WORKDIR /src
 COPY requirements/build.txt requirements/runtime.txt requirements/
 RUN python -m venv /opt/build \
     && /opt/build/bin/pip install --require-hashes --no-deps -r requirements/build.txt \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements/runtime.txt
+    && python -m venv --without-pip /opt/venv \
+    && /opt/build/bin/pip --python /opt/venv/bin/python install \
+       --require-hashes --no-deps -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY app ./app
 # The service itself: no dependencies resolved here (all came from the lock above).
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
-    && /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl
+    && /opt/build/bin/pip --python /opt/venv/bin/python install --no-deps /tmp/wheels/*.whl
 
 FROM python:3.11.13-slim-bookworm
 LABEL org.opencontainers.image.title="payments-service" \

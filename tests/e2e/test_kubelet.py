@@ -18,6 +18,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -65,12 +66,12 @@ def probe(port: int, spec: dict[str, Any]) -> bool:
 class Load:
     """Clients calling RequestPayment in a loop, recording every status code."""
 
-    def __init__(self, port: int, threads: int = 4) -> None:
+    def __init__(self, channel: grpc.Channel, threads: int = 4) -> None:
         self.threads = threads
         self.codes: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self._channel = channel
         self._stub = payments_pb2_grpc.PaymentServiceStub(self._channel)
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
@@ -110,19 +111,60 @@ class Load:
         self._channel.close()
 
 
-def test_pod_lifecycle_as_the_kubelet_sees_it() -> None:
-    grpc_port, metrics_port = free_port(), free_port()
-    objects = manifests(render({"ports": {"grpc": grpc_port, "metrics": metrics_port}}))
+def api_channel(port: int, tls_dir: Path | None) -> grpc.Channel:
+    """A client of the API port: plaintext, or mutual TLS with the test CA's client cert."""
+    if tls_dir is None:
+        return grpc.insecure_channel(f"127.0.0.1:{port}")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(tls_dir / "ca.crt").read_bytes(),
+        private_key=(tls_dir / "client.key").read_bytes(),
+        certificate_chain=(tls_dir / "client.pem").read_bytes(),
+    )
+    return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
+
+
+def mount_tls_secret(directory: Path) -> None:
+    """What the kubelet mounts from a kubernetes.io/tls Secret with ca.crt (mutual TLS)."""
+    from tests.integration.certificates import CertificateAuthority
+
+    authority = CertificateAuthority(directory)
+    server = authority.issue("server", server=True)
+    authority.issue("client", server=False)
+    (directory / "tls.crt").write_bytes(server.certificate)
+    (directory / "tls.key").write_bytes(server.key)
+    (directory / "ca.crt").write_bytes(authority.pem)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "mutual-tls"])
+def test_pod_lifecycle_as_the_kubelet_sees_it(tls: bool, tmp_path: Path) -> None:
+    grpc_port, metrics_port, health_port = free_port(), free_port(), free_port()
+    values: dict[str, Any] = {
+        "ports": {"grpc": grpc_port, "metrics": metrics_port, "health": health_port}
+    }
+    if tls:
+        values["tls"] = {"enabled": True, "secretName": "payments-tls", "mutual": True}
+    objects = manifests(render(values))
     pod = the(objects, "Deployment")["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": grpc_port, "metrics": metrics_port}
+    expected_ports = {"grpc": grpc_port, "metrics": metrics_port}
+    if tls:
+        expected_ports["health"] = health_port
+    assert ports == expected_ports
+    # Under TLS the kubelet (which cannot speak TLS) probes the plaintext health-only port.
+    probe_port = health_port if tls else grpc_port
 
     command = [sys.executable, *container["command"][1:], *container.get("args", [])]
     env = {"PATH": os.environ["PATH"], "HOME": "/tmp", **kubelet_env(objects)}
     assert env["OTEL_RESOURCE_ATTRIBUTES"].startswith(
         f"k8s.pod.name={POD_NAME},k8s.namespace.name={NAMESPACE},"
     )
+    tls_dir = None
+    if tls:
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "tls"]
+        tls_dir = tmp_path
+        mount_tls_secret(tls_dir)
+        env = {k: v.replace(mount["mountPath"], str(tls_dir)) for k, v in env.items()}
     process = subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -141,14 +183,16 @@ def test_pod_lifecycle_as_the_kubelet_sees_it() -> None:
         # Startup probe: it must pass within failureThreshold attempts, periodSeconds apart.
         startup = container["startupProbe"]
         for _attempt in range(startup["failureThreshold"]):
-            if probe(grpc_port, startup):
+            if probe(probe_port, startup):
                 break
             assert process.poll() is None, "".join(output)
             threading.Event().wait(startup["periodSeconds"])
         else:
             pytest.fail("the startup probe never passed:\n" + "".join(output))
-        assert probe(grpc_port, container["readinessProbe"])
-        assert probe(grpc_port, container["livenessProbe"])
+        assert probe(probe_port, container["readinessProbe"])
+        assert probe(probe_port, container["livenessProbe"])
+        if tls:  # the API port itself refuses plaintext
+            assert not probe(grpc_port, {**startup, "grpc": {"port": grpc_port}})
 
         # What annotation-based Prometheus scrapes.
         annotations = pod["metadata"]["annotations"]
@@ -163,7 +207,7 @@ def test_pod_lifecycle_as_the_kubelet_sees_it() -> None:
         spec = pod["spec"]
         pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         budget = spec["terminationGracePeriodSeconds"] - pause
-        with Load(grpc_port) as load:
+        with Load(api_channel(grpc_port, tls_dir)) as load:
             while load.ok() < 20:
                 assert process.poll() is None, "".join(output)
                 threading.Event().wait(0.05)
@@ -175,7 +219,7 @@ def test_pod_lifecycle_as_the_kubelet_sees_it() -> None:
             # the pod leaves the Service's endpoints while calls in flight still finish.
             readiness = container["readinessProbe"]
             due = time.monotonic() + readiness["periodSeconds"]
-            while probe(grpc_port, readiness):
+            while probe(probe_port, readiness):
                 assert time.monotonic() < due, "readiness still SERVING a period after SIGTERM"
             assert process.wait(timeout=budget) == 0, "".join(output)
         # Calls in flight at SIGTERM finished. Only a call each client thread started in the
