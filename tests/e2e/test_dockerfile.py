@@ -1,18 +1,17 @@
-"""The Dockerfile, checked statically (no Docker engine runs here): hadolint, checkov and the
-facts the chart and the compose file rely on."""
+"""The Dockerfile, checked statically (no Docker engine runs here): hadolint and the facts the
+chart and the compose file rely on. (checkov runs on it in test_manifests, in one pass with
+the rendered chart.)"""
 
 from __future__ import annotations
 
 import fnmatch
 import json
 import re
-import subprocess
 import tomllib
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require_tool
+from tests.conftest import ROOT
 from tests.e2e.chart_support import assert_tool_passes, manifests, render, the
 
 pytestmark = pytest.mark.tools
@@ -38,33 +37,6 @@ def values_of(keyword: str) -> list[str]:
 
 def test_hadolint_passes() -> None:
     assert_tool_passes("hadolint", "--failure-threshold", "info", str(DOCKERFILE))
-
-
-def test_checkov_passes_on_the_dockerfile(tmp_path: Path) -> None:
-    checkov = require_tool("checkov")
-    result = subprocess.run(
-        [
-            checkov,
-            "--quiet",
-            "--compact",
-            "-o",
-            "json",
-            "--framework",
-            "dockerfile",
-            "--file",
-            str(DOCKERFILE),
-            "--skip-download",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    report = json.loads(result.stdout)
-    summary = report["summary"]
-    failed = [c["check_id"] for c in report["results"]["failed_checks"]]
-    assert summary["failed"] == 0 and summary["passed"] > 0, failed
 
 
 def test_base_images_are_pinned_to_an_exact_version() -> None:

@@ -130,22 +130,29 @@ def test_kind_scripts_pass_shellcheck(script: Path) -> None:
 
 
 def run_checkov(directory: Path, *skips: str) -> list[str]:
-    """Failed checks of checkov's kubernetes framework over every file in ``directory``."""
+    """Failed checks of checkov's kubernetes and dockerfile frameworks over ``directory``."""
     checkov = require_tool("checkov")
-    command = [checkov, "--quiet", "--compact", "-o", "json", "--framework", "kubernetes"]
+    command = [checkov, "--quiet", "--compact", "-o", "json"]
+    command += ["--framework", "kubernetes", "dockerfile"]
     command += ["--directory", str(directory), "--skip-download"]
     command += [f"--skip-check={skip}" for skip in skips]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
-    report = json.loads(result.stdout)
-    assert report["summary"]["passed"] > 0, result.stderr
+    output = json.loads(result.stdout)
+    reports = output if isinstance(output, list) else [output]  # one report per framework
+    passed = {report["check_type"]: report["summary"]["passed"] for report in reports}
+    assert passed.get("kubernetes", 0) > 0, result.stderr
+    if (directory / "Dockerfile").exists():
+        assert passed.get("dockerfile", 0) > 0, result.stderr
     return [
         f"{c['check_id']} {c['resource']} ({c['file_path']})"
+        for report in reports
         for c in report["results"]["failed_checks"]
     ]
 
 
-def test_checkov_passes_on_every_chart_scenario(tmp_path: Path) -> None:
+def test_checkov_passes_on_every_chart_scenario_and_the_dockerfile(tmp_path: Path) -> None:
     """Skips sit next to the resource as checkov.io/skip annotations, each with a reason."""
+    (tmp_path / "Dockerfile").write_text((ROOT / "Dockerfile").read_text())
     for values_file in [*SCENARIOS, *KIND_VALUES]:
         rendered = manifests(render(load_values(values_file)))
         out = tmp_path / f"{values_file.parent.name}-{values_file.stem}.yaml"
