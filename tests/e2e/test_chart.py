@@ -14,6 +14,7 @@ import yaml
 from pydantic import SecretStr
 
 from payments_service.config import Settings
+from tests.conftest import ROOT
 from tests.e2e.chart_support import (
     CHART,
     KIND_VALUES,
@@ -389,3 +390,49 @@ def test_rendered_environment_is_a_valid_configuration(
     assert settings.port == int(plain["PORT"])
     if "DATABASE_URL" in plain:
         assert isinstance(settings.database_url, SecretStr)
+
+
+# --- values.yaml is documented, in the file and in docs/deployment.md ----------------------
+
+
+def documented_keys() -> dict[str, bool]:
+    """Every key path of values.yaml -> whether a `# --` comment sits right above it."""
+    keys: dict[str, bool] = {}
+    stack: list[str] = []
+    commented = False
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            commented = False
+            continue
+        if stripped.startswith("# --"):
+            commented = True
+            continue
+        if stripped.startswith("#"):
+            continue
+        match = re.match(r"^( *)([A-Za-z_]\w*):", line)
+        if match and not stripped.startswith("-"):
+            depth = len(match[1]) // 2
+            stack = [*stack[:depth], match[2]]
+            keys[".".join(stack)] = commented
+        commented = False
+    return keys
+
+
+def test_every_values_key_is_commented() -> None:
+    """Each setting (a key with no children) has its comment, or its parent's covers it."""
+    keys = documented_keys()
+    leaves = [key for key in keys if not any(other.startswith(key + ".") for other in keys)]
+    undocumented = [
+        key
+        for key in leaves
+        if not keys[key] and not any(keys.get(key.rsplit(".", n)[0]) for n in (1, 2))
+    ]
+    assert undocumented == []
+
+
+def test_deployment_docs_list_every_documented_values_key() -> None:
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    missing = [key for key, commented in documented_keys().items() if commented]
+    missing = [key for key in missing if f"| `{key}` |" not in docs]
+    assert missing == [], "docs/deployment.md's values table misses these keys"
