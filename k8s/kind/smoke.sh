@@ -36,8 +36,10 @@ done
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 echo "==> Health"
-grpcurl -plaintext -d '{"service": "payments.v1.PaymentService"}' \
-  "localhost:$grpc_port" grpc.health.v1.Health/Check | tee /dev/stderr | grep -q SERVING
+health=$(grpcurl -plaintext -d '{"service": "payments.v1.PaymentService"}' \
+  "localhost:$grpc_port" grpc.health.v1.Health/Check)
+echo "$health"
+[ "$(echo "$health" | json_field status)" = SERVING ] || { echo "not SERVING" >&2; exit 1; }
 
 echo "==> RequestPayment"
 key="smoke-$(date +%s)-$RANDOM"
@@ -51,8 +53,10 @@ again=$(grpcurl -plaintext -d "$request" "localhost:$grpc_port" payments.v1.Paym
 [ "$(echo "$again" | json_field paymentId)" = "$payment_id" ] || { echo "replay created a new payment" >&2; exit 1; }
 
 echo "==> GetPayment $payment_id"
-grpcurl -plaintext -d "{\"payment_id\": \"$payment_id\"}" \
-  "localhost:$grpc_port" payments.v1.PaymentService/GetPayment | grep -q "$payment_id"
+payment=$(grpcurl -plaintext -d "{\"payment_id\": \"$payment_id\"}" \
+  "localhost:$grpc_port" payments.v1.PaymentService/GetPayment)
+echo "$payment"
+[ "$(echo "$payment" | json_field paymentId)" = "$payment_id" ] || { echo "GetPayment differs" >&2; exit 1; }
 
 echo "==> Prometheus has the release's series"
 query="count({namespace=\"$namespace\",app_kubernetes_io_instance=\"$release\"})"
