@@ -72,18 +72,20 @@ class CallRecorder:
         if self.metrics is not None:
             self.metrics.handled(code, seconds, exemplar)
         if access_logger.isEnabledFor(self._log_level):
+            milliseconds = round(seconds * 1000, 3)
+            peer = context.peer()
             access_logger.log(
                 self._log_level,
                 "%s %s %.2fms peer=%s",
                 self.method,
                 code.name,
-                seconds * 1000,
-                context.peer(),
+                milliseconds,
+                peer,
                 extra={
                     "grpc_method": self.method,
                     "grpc_code": code.name,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "peer": context.peer(),
+                    "duration_ms": milliseconds,
+                    "peer": peer,
                 },
             )
 
