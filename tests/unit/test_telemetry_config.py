@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from payments_service.config import ConfigurationError, load_settings
 from payments_service.observability.logging import JsonFormatter
+from payments_service.observability.telemetry import Telemetry
 from payments_service.observability.tracing import build_resource, build_sampler
 from payments_service.server import main
 from tests.conftest import make_settings
@@ -75,3 +76,17 @@ def test_json_log_lines_carry_trace_and_span_ids_inside_a_span() -> None:
     assert entry["trace_id"] == format(context.trace_id, "032x")
     assert entry["span_id"] == format(context.span_id, "016x")
     assert entry["message"] == "hello world"
+
+
+def test_sdk_disabled_and_metrics_port_0_turn_each_signal_off() -> None:
+    telemetry = Telemetry(make_settings(otel_sdk_disabled=True, metrics_port=0))
+    assert telemetry.tracer_provider is None
+    assert telemetry.registry is None
+    assert telemetry.metrics_port is None
+    # Only the call interceptor (error mapping) remains.
+    assert [type(i).__name__ for i in telemetry.interceptors()] == ["CallInterceptor"]
+    on = Telemetry(make_settings(metrics_port=9999))
+    assert on.tracer_provider is not None
+    assert on.metrics_port == 9999
+    assert len(on.interceptors()) == 2
+    on.shutdown()
