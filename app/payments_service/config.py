@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -176,8 +177,17 @@ class Settings(BaseSettings):
     @field_validator("tls_key_file")
     @classmethod
     def _cert_and_key_together(cls, key: Path | None, info: ValidationInfo) -> Path | None:
-        if (key is None) != (info.data.get("tls_cert_file") is None):
+        certificate = info.data.get("tls_cert_file")
+        if (key is None) != (certificate is None):
             raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
+        if key is not None and certificate is not None:
+            try:  # the stdlib parses PEM and checks the key matches, as gRPC will
+                _tls_context().load_cert_chain(certificate, key, password=lambda: b"")
+            except (ssl.SSLError, OSError) as error:
+                raise ValueError(
+                    "TLS_CERT_FILE and TLS_KEY_FILE are not a PEM certificate chain and its "
+                    f"unencrypted private key ({error.__class__.__name__})"
+                ) from None
         return key
 
     @field_validator("tls_client_ca_file")
@@ -185,6 +195,13 @@ class Settings(BaseSettings):
     def _client_ca_needs_tls(cls, ca: Path | None, info: ValidationInfo) -> Path | None:
         if ca is not None and info.data.get("tls_cert_file") is None:
             raise ValueError("needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS runs over TLS)")
+        if ca is not None:
+            try:
+                _tls_context().load_verify_locations(cafile=ca)
+            except (ssl.SSLError, OSError) as error:
+                raise ValueError(
+                    f"is not a PEM CA certificate bundle ({error.__class__.__name__})"
+                ) from None
         return ca
 
     @field_validator("health_port")
@@ -198,6 +215,10 @@ class Settings(BaseSettings):
     def tls_enabled(self) -> bool:
         """Whether the gRPC port speaks TLS."""
         return self.tls_cert_file is not None
+
+
+def _tls_context() -> ssl.SSLContext:
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 
 
 class ConfigurationError(Exception):
