@@ -91,6 +91,18 @@ def assert_tool_passes(tool: str, *args: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def mount_tls_secret(directory: Path) -> None:
+    """What the kubelet mounts from a kubernetes.io/tls Secret with ca.crt (mutual TLS)."""
+    from tests.integration.certificates import CertificateAuthority
+
+    authority = CertificateAuthority(directory)
+    server = authority.issue("server", server=True)
+    authority.issue("client", server=False)
+    (directory / "tls.crt").write_bytes(server.certificate)
+    (directory / "tls.key").write_bytes(server.key)
+    (directory / "ca.crt").write_bytes(authority.pem)
+
+
 def container_env(
     objects: list[dict[str, Any]], container: str = "payments-service"
 ) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.e2e.chart_support import (
     helm,
     load_values,
     manifests,
+    mount_tls_secret,
     objects_of,
     pod_specs,
     render,
@@ -374,8 +375,7 @@ def test_rendered_environment_is_a_valid_configuration(
 ) -> None:
     """What each scenario gives the container is accepted by the service's Settings."""
     env = container_env(manifests(render(load_values(values_file))))
-    for name in ("tls.crt", "tls.key", "ca.crt"):
-        (tmp_path / name).write_text("PEM")  # Settings only checks that the files exist
+    mount_tls_secret(tmp_path)  # Settings reads the certificate files
     for key in list(env):
         if key in Settings.model_fields or key.upper() == key:
             monkeypatch.delenv(key, raising=False)

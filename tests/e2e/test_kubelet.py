@@ -27,7 +27,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service import payments_pb2, payments_pb2_grpc
 from tests.conftest import ROOT, free_port
-from tests.e2e.chart_support import NAMESPACE, container_env, manifests, render, the
+from tests.e2e.chart_support import (
+    NAMESPACE,
+    container_env,
+    manifests,
+    mount_tls_secret,
+    render,
+    the,
+)
 
 pytestmark = pytest.mark.tools
 
@@ -121,18 +128,6 @@ def api_channel(port: int, tls_dir: Path | None) -> grpc.Channel:
         certificate_chain=(tls_dir / "client.pem").read_bytes(),
     )
     return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
-
-
-def mount_tls_secret(directory: Path) -> None:
-    """What the kubelet mounts from a kubernetes.io/tls Secret with ca.crt (mutual TLS)."""
-    from tests.integration.certificates import CertificateAuthority
-
-    authority = CertificateAuthority(directory)
-    server = authority.issue("server", server=True)
-    authority.issue("client", server=False)
-    (directory / "tls.crt").write_bytes(server.certificate)
-    (directory / "tls.key").write_bytes(server.key)
-    (directory / "ca.crt").write_bytes(authority.pem)
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "mutual-tls"])
