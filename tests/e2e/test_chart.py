@@ -51,10 +51,24 @@ def scenario_id(path: Path) -> str:
 ALL_VALUES = [*SCENARIOS, *KIND_VALUES]
 
 
-def test_lint_reports_no_warning_or_error() -> None:
-    report = helm().lint(CHART, strict=True, kube_version="v1.31.0")
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=scenario_id)
+def test_lint_reports_no_warning_or_error(values_file: Path) -> None:
+    report = helm().lint(CHART, load_values(values_file), strict=True, kube_version="v1.31.0")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], report
+
+
+def test_values_schema_is_draft_07_and_closed_everywhere() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+
+    def closed(node: dict[str, Any], path: str) -> None:
+        if "properties" in node:
+            assert node.get("additionalProperties") is False, path
+            for key, child in node["properties"].items():
+                closed(child, f"{path}.{key}")
+
+    closed(schema, "values")
 
 
 @pytest.mark.parametrize("values_file", ALL_VALUES, ids=scenario_id)
