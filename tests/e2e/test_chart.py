@@ -274,6 +274,24 @@ def test_notes_print_working_commands_for_the_release() -> None:
     assert "-proto payments.proto" in production["payments-service/templates/NOTES.txt"]
 
 
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=scenario_id)
+def test_only_the_server_pods_match_the_selectors(values_file: Path) -> None:
+    """The test pod must not become a Service endpoint, nor fall under the PDB or policy."""
+    objects = manifests(render(load_values(values_file)))
+    selector = the(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    selectors = [selector, the(objects, "Service")["spec"]["selector"]]
+    selectors += [
+        o["spec"]["selector"]["matchLabels"] for o in objects_of(objects, "PodDisruptionBudget")
+    ]
+    selectors += [
+        o["spec"]["podSelector"]["matchLabels"] for o in objects_of(objects, "NetworkPolicy")
+    ]
+    for pod in objects_of(objects, "Pod"):
+        labels = pod["metadata"]["labels"]
+        for wanted in selectors:
+            assert not wanted.items() <= labels.items(), pod["metadata"]["name"]
+
+
 def test_helm_test_pod_runs_the_cli_against_the_service() -> None:
     (pod,) = objects_of(manifests(render()), "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
