@@ -108,9 +108,9 @@ TARGETS: dict[str, Target] = {
     ),
     "postgres": Target(
         "postgres",
-        "payments-service, PostgreSQL store (local server, fresh database, pool of "
-        "DATABASE_POOL_MAX_SIZE=MAX_WORKERS), telemetry off",
-        env={**_QUIET, "STORAGE_BACKEND": "postgres"},
+        "payments-service, PostgreSQL store (local server, fresh database, pool up to 66 "
+        "connections so it never limits), telemetry off",
+        env={**_QUIET, "STORAGE_BACKEND": "postgres", "DATABASE_POOL_MAX_SIZE": "66"},
         prepare=_postgres_database,
         baseline="service",
     ),

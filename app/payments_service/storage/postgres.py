@@ -45,17 +45,18 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
 
-# Column order of every row read: see _row_to_payment. One array parameter per column;
-# of several rows with one key in a batch, the first is inserted, the others conflict.
+# One array parameter per column; of several rows with one key in a batch, the first is
+# inserted, the others conflict. Only the ids of the inserted rows come back: those rows
+# are the candidates themselves, so decoding them again would be wasted work.
 _INSERT_MANY = """
 INSERT INTO payments (payment_id, idempotency_key, request_fingerprint, amount_minor,
                       currency, order_id, metadata, status, created_at)
 SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::text[],
                      %s::text[], %s::jsonb[], %s::text[], %s::timestamptz[])
 ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING payment_id, idempotency_key, request_fingerprint, amount_minor,
-          currency, order_id, metadata, status, created_at
+RETURNING payment_id
 """
+# Column order of every row read: see _row_to_payment.
 _SELECT_BY_KEYS = """
 SELECT payment_id, idempotency_key, request_fingerprint, amount_minor,
        currency, order_id, metadata, status, created_at
@@ -326,8 +327,10 @@ class PostgresPaymentRepository:
     def _insert_batch(conn: Connection, batch: list[_PendingInsert]) -> dict[str, Payment]:
         """Insert the batch; returns idempotency key -> the payment stored for it."""
         payments = [pending.payment for pending in batch]
+        by_id = {uuid.UUID(payment.payment_id): payment for payment in payments}
         rows = conn.execute(_INSERT_MANY, _payments_to_columns(payments)).fetchall()
-        stored = {payment.idempotency_key: payment for payment in map(_row_to_payment, rows)}
+        inserted = (by_id[payment_id] for (payment_id,) in rows)
+        stored = {payment.idempotency_key: payment for payment in inserted}
         taken = list({p.idempotency_key for p in payments if p.idempotency_key not in stored})
         if taken:  # these keys belong to earlier payments: read the winners
             for row in conn.execute(_SELECT_BY_KEYS, (taken,)).fetchall():
