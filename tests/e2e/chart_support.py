@@ -106,13 +106,14 @@ def mount_tls_secret(directory: Path) -> None:
 def container_env(
     objects: list[dict[str, Any]], container: str = "payments-service"
 ) -> dict[str, Any]:
-    """The server container's environment: ConfigMap entries overlaid by ``env`` entries.
+    """A container's environment: ConfigMap entries overlaid by ``env`` entries.
 
     Plain values are strings; ``valueFrom`` entries are returned as their source dict.
     """
     deployment = the(objects, "Deployment")
     spec = deployment["spec"]["template"]["spec"]
-    (main,) = [c for c in spec["containers"] if c["name"] == container]
+    containers = [*spec.get("initContainers", []), *spec["containers"]]
+    (main,) = [c for c in containers if c["name"] == container]
     configmaps = {
         cm["metadata"]["name"]: cm.get("data", {}) for cm in objects_of(objects, "ConfigMap")
     }

@@ -18,6 +18,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,19 @@ NODE_NAME = "kind-worker"
 DOWNWARD = {"metadata.name": POD_NAME, "metadata.namespace": NAMESPACE, "spec.nodeName": NODE_NAME}
 
 
-def kubelet_env(objects: list[dict[str, Any]]) -> dict[str, str]:
-    """The container's environment as the kubelet builds it (ConfigMap first, then env)."""
+def kubelet_env(
+    objects: list[dict[str, Any]],
+    container: str = "payments-service",
+    secrets: dict[tuple[str, str], str] | None = None,
+) -> dict[str, str]:
+    """The container's environment as the kubelet builds it (ConfigMap first, then env),
+    with downward-API fields and Secret keys (``secrets[(name, key)]``) filled in."""
     env: dict[str, str] = {}
-    for name, value in container_env(objects).items():
-        if isinstance(value, dict):
-            assert "fieldRef" in value, f"{name}: only downward-API references expected here"
+    for name, value in container_env(objects, container).items():
+        if isinstance(value, dict) and "secretKeyRef" in value:
+            reference = value["secretKeyRef"]
+            value = (secrets or {})[(reference["name"], reference["key"])]
+        elif isinstance(value, dict):
             value = DOWNWARD[value["fieldRef"]["fieldPath"]]
         # $(VAR) expands to a variable defined earlier; unknown references stay as written.
         env[name] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), value)
@@ -130,15 +138,65 @@ def api_channel(port: int, tls_dir: Path | None) -> grpc.Channel:
     return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "mutual-tls"])
-def test_pod_lifecycle_as_the_kubelet_sees_it(tls: bool, tmp_path: Path) -> None:
+DATABASE_SECRET = ("payments-database", "database-url")
+
+
+@pytest.fixture(params=["plaintext", "mutual-tls", "postgres"])
+def scenario(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[str, dict[str, Any], dict[Any, str]]]:
+    """(name, chart values, Secret contents) of a pod the kubelet starts."""
+    if request.param == "plaintext":
+        yield request.param, {}, {}
+    elif request.param == "mutual-tls":
+        yield request.param, {"tls": {"enabled": True, "secretName": "tls", "mutual": True}}, {}
+    else:
+        from tests.postgres_support import fresh_database
+
+        values = {
+            "storage": {
+                "backend": "postgres",
+                "postgres": {"existingSecret": DATABASE_SECRET[0], "secretKey": DATABASE_SECRET[1]},
+            }
+        }
+        with fresh_database(migrate=False) as url:  # empty: the init container migrates it
+            yield request.param, values, {DATABASE_SECRET: url}
+
+
+def run_init_containers(
+    objects: list[dict[str, Any]], secrets: dict[tuple[str, str], str]
+) -> list[str]:
+    """Run each init container to completion, as the kubelet does before the server starts."""
+    spec = the(objects, "Deployment")["spec"]["template"]["spec"]
+    names = []
+    for init in spec.get("initContainers", []):
+        command = [sys.executable, *init["command"][1:], *init.get("args", [])]
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": "/tmp",
+            **kubelet_env(objects, init["name"], secrets),
+        }
+        for _attempt in range(2):  # a restarted pod runs it again: it must be repeatable
+            done = subprocess.run(
+                command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        names.append(init["name"])
+    return names
+
+
+def test_pod_lifecycle_as_the_kubelet_sees_it(
+    scenario: tuple[str, dict[str, Any], dict[Any, str]], tmp_path: Path
+) -> None:
+    name, values, secrets = scenario
+    tls = name == "mutual-tls"
     grpc_port, metrics_port, health_port = free_port(), free_port(), free_port()
-    values: dict[str, Any] = {
-        "ports": {"grpc": grpc_port, "metrics": metrics_port, "health": health_port}
+    values = {
+        **values,
+        "ports": {"grpc": grpc_port, "metrics": metrics_port, "health": health_port},
     }
-    if tls:
-        values["tls"] = {"enabled": True, "secretName": "payments-tls", "mutual": True}
     objects = manifests(render(values))
+    assert run_init_containers(objects, secrets) == (["migrate"] if name == "postgres" else [])
     pod = the(objects, "Deployment")["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -150,7 +208,7 @@ def test_pod_lifecycle_as_the_kubelet_sees_it(tls: bool, tmp_path: Path) -> None
     probe_port = health_port if tls else grpc_port
 
     command = [sys.executable, *container["command"][1:], *container.get("args", [])]
-    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", **kubelet_env(objects)}
+    env = {"PATH": os.environ["PATH"], "HOME": "/tmp", **kubelet_env(objects, secrets=secrets)}
     assert env["OTEL_RESOURCE_ATTRIBUTES"].startswith(
         f"k8s.pod.name={POD_NAME},k8s.namespace.name={NAMESPACE},"
     )
@@ -176,15 +234,17 @@ def test_pod_lifecycle_as_the_kubelet_sees_it(tls: bool, tmp_path: Path) -> None
     reader.start()
     try:
         # Startup probe: it must pass within failureThreshold attempts, periodSeconds apart.
+        # Then readiness, probed every periodSeconds, must pass within the same budget (on
+        # PostgreSQL it follows the database check); liveness passes at once.
         startup = container["startupProbe"]
-        for _attempt in range(startup["failureThreshold"]):
-            if probe(probe_port, startup):
-                break
-            assert process.poll() is None, "".join(output)
-            threading.Event().wait(startup["periodSeconds"])
-        else:
-            pytest.fail("the startup probe never passed:\n" + "".join(output))
-        assert probe(probe_port, container["readinessProbe"])
+        for spec in (startup, container["readinessProbe"]):
+            for _attempt in range(startup["failureThreshold"]):
+                if probe(probe_port, spec):
+                    break
+                assert process.poll() is None, "".join(output)
+                threading.Event().wait(spec["periodSeconds"])
+            else:
+                pytest.fail(f"{spec['grpc']} never passed:\n" + "".join(output))
         assert probe(probe_port, container["livenessProbe"])
         if tls:  # the API port itself refuses plaintext
             assert not probe(grpc_port, {**startup, "grpc": {"port": grpc_port}})
@@ -224,6 +284,11 @@ def test_pod_lifecycle_as_the_kubelet_sees_it(tls: bool, tmp_path: Path) -> None
         assert set(load.codes) <= {"OK", "UNAVAILABLE", "CANCELLED"}, load.codes
         assert refused <= load.threads, load.codes
         assert load.codes["OK"] >= 20
+        if DATABASE_SECRET in secrets:  # every acknowledged payment is in the shared database
+            from tests.postgres_support import rows
+
+            ((stored,),) = rows(secrets[DATABASE_SECRET], "SELECT count(*) FROM payments")
+            assert load.codes["OK"] <= stored <= load.codes["OK"] + refused
     finally:
         if process.poll() is None:
             process.kill()
