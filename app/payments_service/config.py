@@ -82,7 +82,10 @@ class Settings(BaseSettings):
         2, ge=0, le=100, description="database connections kept open even when idle"
     )
     database_pool_max_size: int = Field(
-        10, ge=1, le=100, description="most database connections open at once (match MAX_WORKERS)"
+        10,
+        ge=1,
+        le=100,
+        description="most database connections at once (MAX_WORKERS + 2 avoids waits)",
     )
     database_timeout_seconds: float = Field(
         5.0,
