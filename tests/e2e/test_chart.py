@@ -238,7 +238,7 @@ def test_network_policy_egress_is_dns_otlp_and_database_only() -> None:
     values = deep_merge(
         POSTGRES, {"networkPolicy": {"enabled": True}, "tracing": {"enabled": True}}
     )
-    policy = the(manifests(render(values)), "NetworkPolicy")
+    policy = the(manifests(render(values), with_tests=False), "NetworkPolicy")
     egress_ports = sorted(
         (port["port"], port["protocol"])
         for rule in policy["spec"]["egress"]
@@ -277,7 +277,8 @@ def test_notes_print_working_commands_for_the_release() -> None:
 @pytest.mark.parametrize("values_file", ALL_VALUES, ids=scenario_id)
 def test_only_the_server_pods_match_the_selectors(values_file: Path) -> None:
     """The test pod must not become a Service endpoint, nor fall under the PDB or policy."""
-    objects = manifests(render(load_values(values_file)))
+    rendered = render(load_values(values_file))
+    objects = manifests(rendered, with_tests=False)
     selector = the(objects, "Deployment")["spec"]["selector"]["matchLabels"]
     selectors = [selector, the(objects, "Service")["spec"]["selector"]]
     selectors += [
@@ -286,10 +287,20 @@ def test_only_the_server_pods_match_the_selectors(values_file: Path) -> None:
     selectors += [
         o["spec"]["podSelector"]["matchLabels"] for o in objects_of(objects, "NetworkPolicy")
     ]
-    for pod in objects_of(objects, "Pod"):
+    for pod in objects_of(manifests(rendered), "Pod"):
         labels = pod["metadata"]["labels"]
         for wanted in selectors:
             assert not wanted.items() <= labels.items(), pod["metadata"]["name"]
+
+
+def test_helm_test_pod_has_its_own_network_policy() -> None:
+    objects = manifests(render({"networkPolicy": {"enabled": True}}))
+    (pod,) = objects_of(objects, "Pod")
+    policies = {p["metadata"]["name"]: p for p in objects_of(objects, "NetworkPolicy")}
+    policy = policies[pod["metadata"]["name"]]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    egress_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
+    assert egress_ports == [53, 53, 7000]
 
 
 def test_helm_test_pod_runs_the_cli_against_the_service() -> None:
