@@ -116,6 +116,7 @@ def test_production_scenario_turns_every_option_on() -> None:
         ({"storage": {"backend": "postgres"}}, "needs storage.postgres.existingSecret"),
         ({"tls": {"enabled": True}}, "tls.enabled=true needs tls.secretName"),
         ({"tls": {"mutual": True}}, "tls.mutual=true needs tls.enabled=true"),
+        ({"podDisruptionBudget": {"enabled": True}}, "would block every node drain"),
     ],
 )
 def test_invalid_values_are_rejected_with_a_readable_message(

@@ -73,6 +73,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (eq .Values.storage.backend "postgres") (not .Values.storage.postgres.existingSecret) }}
 {{- fail "storage.backend=postgres needs storage.postgres.existingSecret: the name of a Secret holding the DATABASE_URL under storage.postgres.secretKey." }}
 {{- end }}
+{{- if and .Values.podDisruptionBudget.enabled (not .Values.autoscaling.enabled) (kindIs "float64" .Values.podDisruptionBudget.minAvailable) (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable=%v with replicaCount=%v would block every node drain: keep minAvailable below the replica count." .Values.podDisruptionBudget.minAvailable .Values.replicaCount) }}
+{{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.enabled=true needs tls.secretName: a kubernetes.io/tls Secret with tls.crt and tls.key (and ca.crt when tls.mutual=true)." }}
 {{- end }}
