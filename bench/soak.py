@@ -40,6 +40,8 @@ class Window:
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     codes: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: How long a refusal (RESOURCE_EXHAUSTED) took, from sending the call.
+    refused_ms: list[float] = field(default_factory=list)
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -88,11 +90,17 @@ def _request(pool_index: int, run: str) -> payments_pb2.RequestPaymentRequest:
 
 
 async def soak(
-    target: str, pid: int, rate: float, minutes: float, window_s: float, pool: int
+    target: str,
+    pid: int,
+    rate: float,
+    minutes: float,
+    window_s: float,
+    pool: int,
+    callers: int = CALLERS,
 ) -> list[tuple[Window, float]]:
     """Offer ``rate`` calls/s for ``minutes``; print and return each window and its RSS.
 
-    CALLERS coroutines take the next slot of a fixed schedule; a call's latency counts from
+    ``callers`` coroutines take the next slot of a fixed schedule; a call's latency counts from
     its slot, so when the service falls behind, the delay shows up in p99.
     """
     run = os.urandom(4).hex()
@@ -110,16 +118,23 @@ async def soak(
                 delay = scheduled - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                window = windows[int(slot / rate // window_s)]
+                sent = time.perf_counter()
+                if sent >= start + len(windows) * window_s:
+                    return  # behind schedule past the end: stop, do not run over
                 try:
                     await stub.RequestPayment(_request(slot % pool, run), timeout=10)
                     code = "OK"
                 except grpc.aio.AioRpcError as error:
                     code = error.code().name
+                done = time.perf_counter()
+                # Counted in the window it finished in; latency from its scheduled slot.
+                window = windows[min(len(windows) - 1, int((done - start) // window_s))]
                 window.calls += 1
                 window.errors += code != "OK"
                 window.codes[code] += 1
-                window.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
+                window.latencies_ms.append((done - scheduled) * 1000)
+                if code == "RESOURCE_EXHAUSTED":
+                    window.refused_ms.append((done - sent) * 1000)
 
         async def reporter() -> list[tuple[Window, float]]:
             reported = []
@@ -131,9 +146,9 @@ async def soak(
                 _print_window(number, window, window_s, rss)
             return reported
 
-        callers = [asyncio.create_task(caller()) for _ in range(CALLERS)]
+        tasks = [asyncio.create_task(caller()) for _ in range(callers)]
         reported = await reporter()
-        await asyncio.gather(*callers)
+        await asyncio.gather(*tasks)
     return reported
 
 
@@ -155,6 +170,13 @@ def main() -> None:
     parser.add_argument("--warmup-windows", type=int, default=2, help="rows before the baseline")
     parser.add_argument("--key-pool", type=int, default=20_000, help="distinct keys cycled")
     parser.add_argument("--workers", type=int, default=10, help="MAX_WORKERS of the server")
+    parser.add_argument(
+        "--callers",
+        type=int,
+        default=CALLERS,
+        help="concurrent callers; with --load above 1 and more callers than "
+        "MAX_CONCURRENT_RPCS (100) this is a flood that the cap must refuse",
+    )
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) >= 2:
         os.sched_setaffinity(0, {CLIENT_CPU})
@@ -174,7 +196,9 @@ def main() -> None:
             f"{'window':>6} {'t (s)':>8} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
             f"{'errors':>6} {'RSS MiB':>9}"
         )
-        windows = asyncio.run(soak(target, pid, rate, args.minutes, args.window, args.key_pool))
+        windows = asyncio.run(
+            soak(target, pid, rate, args.minutes, args.window, args.key_pool, args.callers)
+        )
 
     steady = windows[args.warmup_windows :]
     if len(steady) < 2:
@@ -191,6 +215,12 @@ def main() -> None:
         f"p99 {first_p99:.2f} -> {last_p99:.2f} ms; errors {errors}"
     )
     print("answers: " + ", ".join(f"{code} {count:,}" for code, count in codes.most_common()))
+    refused = Window(started=0, latencies_ms=[ms for w, _ in windows for ms in w.refused_ms])
+    if refused.latencies_ms:
+        print(
+            f"refusals answered in p50 {refused.percentile(50):.2f} ms, "
+            f"p99 {refused.percentile(99):.2f} ms (from sending the call)"
+        )
 
 
 if __name__ == "__main__":
