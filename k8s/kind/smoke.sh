@@ -59,7 +59,8 @@ echo "$payment"
 [ "$(echo "$payment" | json_field paymentId)" = "$payment_id" ] || { echo "GetPayment differs" >&2; exit 1; }
 
 echo "==> Prometheus has the release's series"
-query="count({namespace=\"$namespace\",app_kubernetes_io_instance=\"$release\"})"
+# A series the service itself exports (not just `up`, which exists even when scrapes fail).
+query="count(grpc_server_handled_total{namespace=\"$namespace\",app_kubernetes_io_instance=\"$release\"})"
 found=0
 for _ in $(seq 1 30); do
   count=$(curl -fsS "localhost:$prometheus_port/api/v1/query" --data-urlencode "query=$query" \

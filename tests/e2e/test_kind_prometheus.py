@@ -1,0 +1,135 @@
+"""The kind Prometheus (k8s/observability/prometheus.yaml) against the rendered pod, with a real
+Prometheus scraping a real server: its relabelling honours the chart's prometheus.io/*
+annotations, and the query kind-smoke runs finds the release's series.
+
+Debian's Prometheus is built without Kubernetes discovery, so the one substitution is the
+discovery itself: the target is given with the labels Kubernetes pod discovery would attach to
+the pod (its annotations and labels as __meta_kubernetes_pod_* labels, address podIP:port of
+its first container port). Everything else is the kind configuration as shipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from payments_service import payments_pb2, payments_pb2_grpc
+from tests.conftest import ROOT, free_port, require_tool, start_server_process, wait_for_port
+from tests.e2e.chart_support import NAMESPACE, RELEASE, manifests, render, the
+
+pytestmark = pytest.mark.tools
+
+POD_NAME = "payments-service-7d9c8b6f5-x2k4q"
+
+
+def meta_name(name: str) -> str:
+    """How Kubernetes discovery turns a label or annotation name into a label name."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def discovered_target(pod: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The address and labels Kubernetes pod discovery gives Prometheus for ``pod``."""
+    (container,) = pod["spec"]["containers"]
+    labels = {
+        "__meta_kubernetes_namespace": NAMESPACE,
+        "__meta_kubernetes_pod_name": POD_NAME,
+    }
+    for key, value in pod["metadata"]["annotations"].items():
+        labels[f"__meta_kubernetes_pod_annotation_{meta_name(key)}"] = value
+    for key, value in pod["metadata"]["labels"].items():
+        labels[f"__meta_kubernetes_pod_label_{meta_name(key)}"] = value
+    return f"127.0.0.1:{container['ports'][0]['containerPort']}", labels
+
+
+def smoke_query() -> str:
+    """The PromQL that kind-smoke runs, with its variables filled in."""
+    script = (ROOT / "k8s" / "kind" / "smoke.sh").read_text()
+    (query,) = re.findall(r'^query="(.*)"$', script, flags=re.MULTILINE)
+    query = query.replace('\\"', '"').replace("$namespace", NAMESPACE)
+    return query.replace("$release", RELEASE)
+
+
+def kind_prometheus_config(address: str, labels: dict[str, str]) -> dict[str, Any]:
+    stack = yaml.safe_load_all((ROOT / "k8s" / "observability" / "prometheus.yaml").read_text())
+    (configmap,) = [
+        o for o in stack if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "prometheus"
+    ]
+    config: dict[str, Any] = yaml.safe_load(configmap["data"]["prometheus.yml"])
+    config["global"]["scrape_interval"] = "1s"  # faster than kind's 10 s, for the test
+    config.pop("rule_files")
+    (job,) = config["scrape_configs"]
+    del job["kubernetes_sd_configs"]
+    job["static_configs"] = [{"targets": [address], "labels": labels}]
+    return config
+
+
+def query(base: str, expr: str) -> list[dict[str, Any]]:
+    """The result of an instant query; empty while Prometheus is still starting (503)."""
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
+            result: list[dict[str, Any]] = json.load(response)["data"]["result"]
+    except urllib.error.HTTPError as error:
+        if error.code != 503:
+            raise
+        error.close()
+        return []
+    return result
+
+
+def test_kind_prometheus_scrapes_the_pod_through_its_annotations(tmp_path: Path) -> None:
+    binary = require_tool("prometheus")
+    grpc_port, metrics_port, web_port = free_port(), free_port(), free_port()
+    objects = manifests(render({"ports": {"grpc": grpc_port, "metrics": metrics_port}}))
+    pod = the(objects, "Deployment")["spec"]["template"]
+    address, labels = discovered_target(pod)
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(kind_prometheus_config(address, labels)))
+
+    server = start_server_process(
+        {"PORT": str(grpc_port), "METRICS_PORT": str(metrics_port), "OTEL_SDK_DISABLED": "true"}
+    )
+    command = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tmp_path / 'data'}"]
+    prometheus = subprocess.Popen(
+        [*command, f"--web.listen-address=127.0.0.1:{web_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{web_port}"
+    try:
+        wait_for_port(grpc_port, timeout=30)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:  # as kind-smoke does
+            payments_pb2_grpc.PaymentServiceStub(channel).RequestPayment(
+                payments_pb2.RequestPaymentRequest(
+                    amount_minor=1250, currency="USD", order_id="o-1", idempotency_key="smoke-0001"
+                ),
+                timeout=10,
+            )
+        wait_for_port(web_port, timeout=30)
+        deadline = time.monotonic() + 60
+        found: list[dict[str, Any]] = []
+        while not found and time.monotonic() < deadline:
+            found = [r for r in query(base, smoke_query()) if float(r["value"][1]) > 0]
+            time.sleep(0.5)
+        assert found, "kind-smoke's query found no series of the release"
+        (up,) = query(base, f'up{{namespace="{NAMESPACE}"}}')
+        # The address was rewritten from the gRPC port to prometheus.io/port.
+        assert up["metric"]["instance"] == f"127.0.0.1:{metrics_port}"
+        assert up["metric"]["pod"] == POD_NAME and up["value"][1] == "1"
+        assert up["metric"]["app_kubernetes_io_name"] == "payments-service"
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
+        server.terminate()
+        server.communicate(timeout=30)
