@@ -120,8 +120,9 @@ class ExpiredDeadlineInterceptor(UnaryHandlerWrapper):
     """Answers calls whose deadline has passed without running their handler.
 
     grpcio already drops calls that expire while waiting for a worker thread; this closes
-    the remaining gap between taking a thread and starting work. Register it first
-    (outermost): it aborts directly, so nothing inside it may catch the abort.
+    the remaining gap between taking a thread and starting work. It aborts directly, so
+    every interceptor outside it must let ``context.abort`` through (the call interceptor
+    records the code and re-raises).
     """
 
     def wrap(
