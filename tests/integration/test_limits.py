@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+
 from payments_service.payments_pb2_grpc import PaymentServiceStub
 from payments_service.server import PaymentServer
-
 from tests.conftest import free_port, make_settings
 from tests.integration.hardening_support import GatedRepository, valid_request
 
