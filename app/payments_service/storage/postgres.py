@@ -166,7 +166,6 @@ class PostgresPaymentRepository:
         writers: int = 2,
         max_batch: int = 64,
     ) -> None:
-        self._timeout = timeout_seconds
         self._max_batch = max_batch
         conninfo = connection_settings(url, timeout_seconds)
         details = conninfo_to_dict(conninfo)
@@ -221,6 +220,8 @@ class PostgresPaymentRepository:
             key = uuid.UUID(payment_id)
         except ValueError:
             return None  # not a UUID, so no payment can have it
+        if str(key) != payment_id:
+            return None  # ids are stored in canonical form, as the in-memory store keys them
 
         def select(conn: Connection) -> Payment | None:
             row = conn.execute(_SELECT_BY_ID, (key,)).fetchone()
@@ -267,10 +268,6 @@ class PostgresPaymentRepository:
     def pool_stats(self) -> dict[str, int]:
         """psycopg_pool's gauges and counters (pool_size, pool_available, ...)."""
         return self._pool.get_stats()
-
-    @property
-    def pool_max_size(self) -> int:
-        return self._pool.max_size
 
     # -- internals --------------------------------------------------------------------
 
@@ -362,7 +359,9 @@ class PostgresPaymentRepository:
                 raise StoreUnavailableError() from lost.cause
             except psycopg.OperationalError as error:  # includes PoolTimeout, QueryCanceled
                 self._failed()
-                logger.warning("Database unavailable: %s", type(error).__name__)
+                # DEBUG: in an outage this happens on every call; the readiness monitor
+                # and the pool log the outage itself at WARNING.
+                logger.debug("Database unavailable: %s: %s", type(error).__name__, error)
                 raise StoreUnavailableError() from error
             except psycopg.Error as error:
                 self._failed()
