@@ -1,9 +1,11 @@
-"""The PostgreSQL store's telemetry: query spans under the RPC span, pool gauges in /metrics."""
+"""The PostgreSQL store's telemetry (query spans under the RPC span, pool gauges in /metrics)
+and its group commit."""
 
 from __future__ import annotations
 
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -11,10 +13,12 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from psycopg.conninfo import conninfo_to_dict
 
 from payments_service import payments_pb2, payments_pb2_grpc
+from payments_service.domain.payment import Payment, PaymentRequest
 from payments_service.server import build_server
+from payments_service.storage.postgres import PostgresPaymentRepository
 from tests.conftest import free_port, make_settings
 from tests.otlp_receiver import running_receiver
-from tests.postgres_support import wait_until_ready
+from tests.postgres_support import rows, wait_until_ready
 
 pytestmark = pytest.mark.postgres
 
@@ -94,3 +98,26 @@ def test_pool_gauges_are_in_metrics(database_url: str) -> None:
     assert float(samples["payments_db_pool_connections"]) >= 1
     assert float(samples["payments_db_pool_requests_total"]) >= 1  # the readiness ping
     assert "payments_db_pool_waiting_requests" in samples
+
+
+def test_group_commit_keeps_one_payment_per_key_in_mixed_batches(database_url: str) -> None:
+    # 320 concurrent inserts over 20 keys: batches mix new keys, keys taken earlier and
+    # several candidates of one key; each key must end with exactly one payment.
+    keys = [f"batch-key-{i:03d}" for i in range(20)]
+    candidates = [
+        Payment.new(PaymentRequest(100 + i % 20, "USD", "order-b", keys[i % 20]))
+        for i in range(320)
+    ]
+    repository = PostgresPaymentRepository(database_url, min_size=1, max_size=8)
+    try:
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            stored = list(pool.map(repository.add_if_absent, candidates))
+    finally:
+        repository.close()
+    winners: dict[str, set[str]] = {}
+    for payment in stored:
+        winners.setdefault(payment.idempotency_key, set()).add(payment.payment_id)
+    assert all(len(ids) == 1 for ids in winners.values()), winners
+    assert set(winners) == set(keys)
+    in_database = dict(rows(database_url, "SELECT idempotency_key, payment_id::text FROM payments"))
+    assert in_database == {key: ids.pop() for key, ids in winners.items()}
