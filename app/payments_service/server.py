@@ -27,10 +27,6 @@ from payments_service.storage import PaymentRepository
 from payments_service.storage.factory import create_repository
 from payments_service.storage.migrate import run_migrations
 from payments_service.transport.health_port import build_health_server
-from payments_service.transport.request_guards import (
-    ExpiredDeadlineInterceptor,
-    UndecodableRequestInterceptor,
-)
 from payments_service.transport.server_options import maximum_concurrent_rpcs, server_options
 from payments_service.transport.servicer import SERVICE_NAME, PaymentServicer
 from payments_service.transport.tls import server_credentials
@@ -74,9 +70,9 @@ class PaymentServer:
 
     def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
+        self.health.enter_graceful_shutdown()  # first: probes must see it at once
         if self.readiness is not None:
-            self.readiness.stop()
-        self.health.enter_graceful_shutdown()
+            self.readiness.stop()  # may wait for a database ping in progress
         self.server.stop(grace).wait()
         if self.health_server is not None:
             self.health_server.stop(0).wait()
@@ -119,13 +115,8 @@ def build_server(
             max_workers=settings.max_workers, thread_name_prefix="grpc-worker"
         ),
         # Outermost first: the server span, then the call interceptor (error mapping,
-        # metrics, access log) so it sees every way a call ends, including expired calls
-        # and the ValidationError raised for undecodable requests.
-        interceptors=[
-            *telemetry.interceptors(),
-            ExpiredDeadlineInterceptor(),
-            UndecodableRequestInterceptor(),
-        ],
+        # undecodable requests, metrics, access log), which sees every way a call ends.
+        interceptors=telemetry.interceptors(),
         options=server_options(settings),
         maximum_concurrent_rpcs=maximum_concurrent_rpcs(settings),
     )

@@ -20,6 +20,7 @@ from payments_service.domain.errors import DomainError
 from payments_service.observability.metrics import Exemplar, GrpcServerMetrics, MethodMetrics
 from payments_service.observability.tracing import end_server_span
 from payments_service.transport.errors import internal_status, status_for
+from payments_service.transport.request_guards import reject_undecodable, tolerant_deserializer
 
 logger = logging.getLogger(__name__)
 #: One line per call: method, code, duration, peer. Health checks log at DEBUG (probes).
@@ -125,6 +126,8 @@ def observe_call(recorder: CallRecorder, behaviour: Behaviour) -> Behaviour:
 class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Applies :func:`observe_call` to every unary-unary method, wrapping each handler once.
 
+    Undecodable request bytes reach the handler as a ValidationError (INVALID_ARGUMENT).
+
     Register it right inside OpenTelemetry's interceptor (so the server span is current)
     and outside every other interceptor (so it sees every way a call ends).
     """
@@ -145,8 +148,10 @@ class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         metrics = self._metrics.for_method(method) if self._metrics is not None else None
         wrapped = grpc.unary_unary_rpc_method_handler(
-            observe_call(CallRecorder(method, metrics), handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            observe_call(
+                CallRecorder(method, metrics), reject_undecodable(method, handler.unary_unary)
+            ),
+            request_deserializer=tolerant_deserializer(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         self._wrapped[method] = wrapped
