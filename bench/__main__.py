@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import time
 from contextlib import ExitStack
@@ -72,13 +73,27 @@ def _row(target: str, method: str, concurrency: int, result: Result, ratio: str)
     )
 
 
+def _combine(rounds: list[Result]) -> Result:
+    """The median round's rate, with the latencies and errors of every round."""
+    median = statistics.median(r.rate for r in rounds)
+    return Result(
+        calls=round(median * rounds[0].seconds),
+        errors=sum(r.errors for r in rounds),
+        seconds=rounds[0].seconds,
+        latencies_ms=[ms for r in rounds for ms in r.latencies_ms],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--methods", nargs="+", default=["RequestPayment", "GetPayment"])
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 16, 64])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per cell")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds discarded per cell")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds measured per round")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds discarded per round")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds per cell; targets take turns each round"
+    )
     parser.add_argument("--workers", type=int, default=10, help="MAX_WORKERS of every server")
     args = parser.parse_args()
 
@@ -86,39 +101,45 @@ def main() -> None:
         print("warning: fewer than 2 CPUs; server and client will share one")
     else:
         os.sched_setaffinity(0, {CLIENT_CPU})
-    targets = [TARGETS[name] for name in args.targets]
-    for target in targets:
-        baseline = target.baseline
-        if baseline is not None and baseline not in args.targets:
-            targets.insert(0, TARGETS[baseline])
-            args.targets.insert(0, baseline)
+    names = list(dict.fromkeys(args.targets))
+    for name in list(names):
+        baseline = TARGETS[name].baseline
+        if baseline is not None and baseline not in names:
+            names.insert(0, baseline)
+    targets = [TARGETS[name] for name in names]
 
     print(
-        f"server pinned to CPU {SERVER_CPU}, load generator to CPU {CLIENT_CPU}; "
-        f"{args.duration:g}s per cell after {args.warmup:g}s warm-up; MAX_WORKERS={args.workers}"
+        f"servers pinned to CPU {SERVER_CPU}, load generator to CPU {CLIENT_CPU}; per cell "
+        f"{args.rounds} rounds of {args.duration:g}s (after {args.warmup:g}s warm-up), the "
+        f"targets taking turns; calls/s is the median round; MAX_WORKERS={args.workers}"
     )
     header = (
         f"{'target':<22} {'method':<15} {'conc':>4} {'calls/s':>10} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>7}"
     )
-    print(header)
-    print("-" * len(header))
-    results: dict[tuple[str, str, int], Result] = {}
-    for target in targets:
-        with ExitStack() as stack:
-            port = _start(target, stack, args.workers)
-            for method in args.methods:
-                for concurrency in args.concurrency:
-                    result = asyncio.run(
-                        run_load(
-                            f"127.0.0.1:{port}", method, concurrency, args.duration, args.warmup
+    with ExitStack() as stack:
+        ports = {target.name: _start(target, stack, args.workers) for target in targets}
+        print(header)
+        print("-" * len(header))
+        for method in args.methods:
+            for concurrency in args.concurrency:
+                rounds: dict[str, list[Result]] = {target.name: [] for target in targets}
+                for turn in range(args.rounds):
+                    # Rotate who goes first so a slow spell of the machine hits everyone.
+                    for target in targets[turn % len(targets) :] + targets[: turn % len(targets)]:
+                        address = f"127.0.0.1:{ports[target.name]}"
+                        rounds[target.name].append(
+                            asyncio.run(
+                                run_load(address, method, concurrency, args.duration, args.warmup)
+                            )
                         )
-                    )
-                    results[(target.name, method, concurrency)] = result
-                    base = results.get((target.baseline or "", method, concurrency))
+                results = {name: _combine(r) for name, r in rounds.items()}
+                for target in targets:
+                    result = results[target.name]
+                    base = results.get(target.baseline or "")
                     ratio = f"x{result.rate / base.rate:.2f}" if base else ""
                     print(_row(target.name, method, concurrency, result, ratio), flush=True)
-    print("\nratio: calls/s of the target divided by calls/s of its baseline in this run")
+    print("\nratio: median calls/s of the target divided by that of its baseline in this run")
     for target in targets:
         if target.baseline:
             print(f"  {target.name}: {target.description}; baseline {target.baseline}")

@@ -15,7 +15,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import free_port, start_server_process
+from tests.conftest import free_port, start_server_process, wait_for_port
 from tests.otlp_receiver import running_receiver
 from tests.postgres_support import replica_env, stop_process, wait_until_ready
 
@@ -118,7 +118,8 @@ def test_a_database_that_refuses_us_is_reported_without_the_url_password() -> No
         replica_env(url, port, LOG_LEVEL="DEBUG", DATABASE_TIMEOUT_SECONDS="1")
     )
     try:
-        with pytest.raises(TimeoutError):
+        wait_for_port(port, timeout=30)  # started (a busy machine may take a while) ...
+        with pytest.raises(TimeoutError):  # ... but never ready
             wait_until_ready(port, timeout=3)
     finally:
         logs = stop_process(process, signal.SIGTERM)

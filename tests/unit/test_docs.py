@@ -1,0 +1,37 @@
+"""The README says the same true things as the code: settings and make targets."""
+
+from __future__ import annotations
+
+import re
+
+from payments_service.config import Settings
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def settings_table() -> str:
+    """The README's configuration table, as the Settings class defines it."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = (
+            "(unset)"
+            if default is None
+            else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        )
+        rows.append(f"| `{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
+def test_readme_configuration_table_matches_the_settings() -> None:
+    table = settings_table()
+    assert table in README, "README's configuration table is stale; it should read:\n" + table
+
+
+def test_readme_mentions_every_make_target() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = re.findall(r"^([a-z][a-z0-9-]*):.*## ", makefile, flags=re.MULTILINE)
+    assert {"run", "test", "help"} <= set(targets)
+    missing = [t for t in targets if f"make {t}" not in README]
+    assert not missing, f"README does not mention: {missing}"
