@@ -182,7 +182,10 @@ def serve(settings: Settings) -> None:
     app.start()
     logger.info("✓ Payment microservice started successfully on port %d", app.port)
     logger.info("Server is ready to accept requests")
-    stop_requested.wait()
+    # Wake now and then: Python runs signal handlers only in the main thread, and a
+    # signal the kernel hands to another thread would not interrupt an untimed wait.
+    while not stop_requested.wait(timeout=0.5):
+        pass
 
     logger.info("Stopping server (grace period: %gs)...", settings.grace_period_seconds)
     app.stop(settings.grace_period_seconds)

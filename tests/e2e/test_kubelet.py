@@ -268,8 +268,11 @@ def test_pod_lifecycle_as_the_kubelet_sees_it(
                 threading.Event().wait(0.05)
             load.drain()
             process.send_signal(signal.SIGTERM)
-            while "Received signal SIGTERM" not in lines.get(timeout=budget):
-                pass
+            try:
+                while "Received signal SIGTERM" not in lines.get(timeout=budget):
+                    pass
+            except queue.Empty:
+                pytest.fail("no shutdown line in the log after SIGTERM:\n" + "".join(output))
             # Readiness fails at once (before the kubelet's next readiness probe is due), so
             # the pod leaves the Service's endpoints while calls in flight still finish.
             readiness = container["readinessProbe"]
