@@ -99,6 +99,12 @@ TARGETS: dict[str, Target] = {
         args=("-m", "bench.bare_aio_server"),
     ),
     "service": Target("service", "payments-service, in-memory store, telemetry off", env=_QUIET),
+    "no-cap": Target(
+        "no-cap",
+        "as service, without the concurrency cap (MAX_CONCURRENT_RPCS=0): grpcio's cap "
+        "bookkeeping takes a lock the serving loop holds",
+        env={**_QUIET, "MAX_CONCURRENT_RPCS": "0"},
+    ),
     "telemetry": Target(
         "telemetry",
         "payments-service with traces (100% sampled, exported over OTLP to a live receiver) "
