@@ -13,7 +13,7 @@ PYTEST := $(BIN)/python -m pytest
         lint format typecheck bench clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -102,8 +102,8 @@ lock: $(STAMP) ## Re-resolve requirements/*.txt (pinned, with hashes) from pypro
 	$(PIP_COMPILE) --output-file requirements/runtime.txt pyproject.toml
 	$(PIP_COMPILE) --output-file requirements/build.txt requirements/build.in
 
-docker-build: ## Build the container image payments-service:<version> (needs Docker)
-	docker build --tag $(IMAGE) .
+docker-build: ## Build the container image payments-service:<version> and :latest (needs Docker)
+	docker build --tag $(IMAGE) --tag payments-service:latest .
 
 docker-run: ## Run the image in the foreground on localhost:7000 (Ctrl+C stops it)
 	docker run --rm --name $(CONTAINER) --read-only --tmpfs /tmp --cap-drop ALL \
