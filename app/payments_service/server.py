@@ -169,16 +169,17 @@ def serve(settings: Settings) -> None:
         "PaymentServer initialized (port=%d, workers=%d)", settings.port, settings.max_workers
     )
     logger.info("Starting payment microservice %s...", __version__)
-    app = build_server(settings)
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("Received signal %s, initiating shutdown...", signal.Signals(signum).name)
         stop_requested.set()
 
+    # Before the port is bound: a signal during start-up then also ends in a clean stop.
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
+    app = build_server(settings)
     app.start()
     logger.info("✓ Payment microservice started successfully on port %d", app.port)
     logger.info("Server is ready to accept requests")
