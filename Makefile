@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PROTO_SRC := proto/payments.proto
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help

@@ -41,7 +41,7 @@ def _wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"server on port {port} did not start")
 
 
-def _start(target: Target, stack: ExitStack, workers: int) -> int:
+def start_target(target: Target, stack: ExitStack, workers: int) -> int:
     port = _free_port()
     env = {**os.environ, **target.env, "PORT": str(port), "HOST": "127.0.0.1"}
     env["MAX_WORKERS"] = str(workers)
@@ -118,7 +118,7 @@ def main() -> None:
         f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'ratio':>7}"
     )
     with ExitStack() as stack:
-        ports = {target.name: _start(target, stack, args.workers) for target in targets}
+        ports = {target.name: start_target(target, stack, args.workers) for target in targets}
         print(header)
         print("-" * len(header))
         for method in args.methods:

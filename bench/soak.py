@@ -21,7 +21,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.__main__ import CLIENT_CPU, _start
+from bench.__main__ import CLIENT_CPU, start_target
 from bench.load import run_load
 from bench.targets import TARGETS
 from payments_service import payments_pb2, payments_pb2_grpc
@@ -182,7 +182,7 @@ def main() -> None:
         os.sched_setaffinity(0, {CLIENT_CPU})
 
     with ExitStack() as stack:
-        port = _start(TARGETS[args.target], stack, args.workers)
+        port = start_target(TARGETS[args.target], stack, args.workers)
         pid = server_pid(port)
         target = f"127.0.0.1:{port}"
         capacity = asyncio.run(run_load(target, "RequestPayment", 16, 10.0, 2.0))

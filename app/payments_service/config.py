@@ -214,11 +214,6 @@ class Settings(BaseSettings):
             raise ValueError("must differ from PORT")
         return health_port
 
-    @property
-    def tls_enabled(self) -> bool:
-        """Whether the gRPC port speaks TLS."""
-        return self.tls_cert_file is not None
-
 
 def _tls_context() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

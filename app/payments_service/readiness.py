@@ -45,10 +45,6 @@ class ReadinessMonitor:
         self._thread: threading.Thread | None = None
         self._ready: bool | None = None
 
-    @property
-    def ready(self) -> bool:
-        return bool(self._ready)
-
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
