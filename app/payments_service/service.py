@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,11 +28,7 @@ class PaymentResult:
 
 
 class PaymentObserver(Protocol):
-    """Sees the steps and outcomes of payments (telemetry plugs in here)."""
-
-    def step(self, name: str) -> AbstractContextManager[object]:
-        """Surround one step: "validate" or "store"."""
-        ...
+    """Sees the outcomes of payments (telemetry plugs in here)."""
 
     def outcome(self, outcome: str, *, currency: str, amount_minor: int) -> None:
         """RequestPayment ended: "created", "replayed", "conflict" or "invalid"."""
@@ -41,9 +36,6 @@ class PaymentObserver(Protocol):
 
 
 class _Unobserved:
-    def step(self, name: str) -> AbstractContextManager[object]:
-        return nullcontext()
-
     def outcome(self, outcome: str, *, currency: str, amount_minor: int) -> None:
         return None
 
@@ -73,20 +65,18 @@ class PaymentService:
         """
         observer = self._observer
         try:
-            with observer.step("validate"):
-                request = validate_payment_request(
-                    amount_minor=amount_minor,
-                    currency=currency,
-                    order_id=order_id,
-                    idempotency_key=idempotency_key,
-                    metadata=metadata,
-                )
+            request = validate_payment_request(
+                amount_minor=amount_minor,
+                currency=currency,
+                order_id=order_id,
+                idempotency_key=idempotency_key,
+                metadata=metadata,
+            )
         except ValidationError:
             observer.outcome("invalid", currency=currency, amount_minor=amount_minor)
             raise
         candidate = Payment.new(request)
-        with observer.step("store"):
-            stored = self._repository.add_if_absent(candidate)
+        stored = self._repository.add_if_absent(candidate)
         if stored.payment_id == candidate.payment_id:
             observer.outcome("created", currency=currency, amount_minor=amount_minor)
             logger.debug(
@@ -107,8 +97,7 @@ class PaymentService:
     def get_payment(self, payment_id: str) -> Payment:
         """The payment with this id. Raises ValidationError or PaymentNotFoundError."""
         canonical_id = validate_payment_id(payment_id)
-        with self._observer.step("store"):
-            payment = self._repository.get(canonical_id)
+        payment = self._repository.get(canonical_id)
         if payment is None:
             raise PaymentNotFoundError(canonical_id)
         return payment

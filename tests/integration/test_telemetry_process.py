@@ -57,8 +57,7 @@ def test_process_exports_spans_serves_metrics_and_logs_json_with_trace_ids() -> 
         'grpc_server_handled_total{grpc_code="OK",grpc_method="RequestPayment",'
         f'grpc_service="{SERVICE}",grpc_type="unary"}} 1.0'
     ) in exposition
-    names = sorted(span.name for span in spans)
-    assert names == sorted([f"{SERVICE}/RequestPayment", "payments.validate", "payments.store"])
+    assert [span.name for span in spans] == [f"{SERVICE}/RequestPayment"]
     assert spans[0].resource["k8s.namespace.name"] == "shop"
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert len(lines) == len(output.splitlines()), output  # every line is JSON

@@ -176,14 +176,11 @@ def test_incoming_traceparent_becomes_the_parent(scenario: Scenario) -> None:
     assert _span_of(scenario, "replayed").trace_id != PARENT_TRACE_ID
 
 
-def test_business_steps_are_child_spans_with_bounded_attributes(scenario: Scenario) -> None:
+def test_outcome_is_on_the_server_span_with_bounded_attributes(scenario: Scenario) -> None:
     created = _span_of(scenario, "created")
-    children = sorted(
-        (s for s in scenario.spans if s.parent_span_id == created.span_id),
-        key=lambda s: s.span.start_time_unix_nano,
-    )
-    assert [c.name for c in children] == ["payments.validate", "payments.store"]
-    assert all(c.trace_id == created.trace_id for c in children)
+    # The in-memory steps take microseconds: they get no spans of their own, so a
+    # RequestPayment is one span (the PostgreSQL store adds its query spans).
+    assert [s.name for s in scenario.spans if s.trace_id == created.trace_id] == [created.name]
     assert created.attributes["payments.outcome"] == "created"
     assert created.attributes["payments.currency"] == "EUR"
     assert created.attributes["payments.amount_minor"] == 1250

@@ -1,8 +1,6 @@
-"""Business telemetry: child spans for the steps of a payment, and payment outcomes."""
+"""Business telemetry: payment outcomes, on the server span and in the metrics."""
 
 from __future__ import annotations
-
-from contextlib import AbstractContextManager, nullcontext
 
 from opentelemetry import trace
 
@@ -13,24 +11,14 @@ class PaymentTelemetry:
     """The :class:`~payments_service.service.PaymentObserver` the server installs.
 
     Span attributes are limited to the outcome, the currency and the amount: never ids,
-    keys, order ids or metadata.
+    keys, order ids or metadata. The steps of a payment get no spans of their own: in
+    process they take microseconds, and a span would cost more than the step; the store's
+    queries, when they leave the process (PostgreSQL), get CLIENT spans from the store.
     """
 
-    def __init__(
-        self,
-        tracer: trace.Tracer | None,
-        metrics: PaymentMetrics | None,
-        currencies: tuple[str, ...],
-    ) -> None:
-        self._tracer = tracer
+    def __init__(self, metrics: PaymentMetrics | None, currencies: tuple[str, ...]) -> None:
         self._metrics = metrics
         self._currencies = frozenset(currencies)
-
-    def step(self, name: str) -> AbstractContextManager[object]:
-        """A child span ``payments.<name>`` of the current span, e.g. validate or store."""
-        if self._tracer is None or not trace.get_current_span().is_recording():
-            return nullcontext()
-        return self._tracer.start_as_current_span(f"payments.{name}", record_exception=False)
 
     def outcome(self, outcome: str, *, currency: str, amount_minor: int) -> None:
         """RequestPayment ended with ``outcome`` (created, replayed, conflict or invalid)."""

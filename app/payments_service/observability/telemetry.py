@@ -16,7 +16,6 @@ from payments_service.observability.metrics import (
 )
 from payments_service.observability.payments import PaymentTelemetry
 from payments_service.observability.tracing import (
-    TRACER_NAME,
     build_tracer_provider,
     tracing_interceptor,
 )
@@ -57,18 +56,13 @@ class Telemetry:
     def payment_observer(
         self, currencies: tuple[str, ...], stored_count: Callable[[], int]
     ) -> PaymentTelemetry:
-        """Business spans and metrics for the application service."""
-        tracer = (
-            self.tracer_provider.get_tracer(TRACER_NAME)
-            if self.tracer_provider is not None
-            else None
-        )
+        """Payment outcomes on the server span and in the metrics."""
         metrics = (
             PaymentMetrics(self.registry, currencies, stored_count)
             if self.registry is not None
             else None
         )
-        return PaymentTelemetry(tracer, metrics, currencies)
+        return PaymentTelemetry(metrics, currencies)
 
     @property
     def metrics_port(self) -> int | None:

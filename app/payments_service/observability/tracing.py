@@ -46,8 +46,6 @@ SERVER_FAULT_CODES = frozenset(
 #: Services that get no spans: probes and grpcurl's discovery would drown the real calls.
 UNTRACED_METHOD_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
-TRACER_NAME = "payments_service"
-
 
 def build_sampler(settings: Settings) -> Sampler:
     """The sampler OTEL_TRACES_SAMPLER(_ARG) name (validated by Settings already)."""
