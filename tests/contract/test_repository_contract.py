@@ -89,3 +89,15 @@ def test_concurrent_inserts_with_one_key_store_exactly_one(
     assert len(winners) == 1
     assert repository.count() == 1
     assert winners <= {c.payment_id for c in candidates}
+
+
+def test_any_valid_text_and_the_largest_amount_read_back_unchanged(
+    repository: PaymentRepository,
+) -> None:
+    # Characters that JSON or SQL escape, tabs and newlines (metadata values may hold any
+    # character but NUL), a non-BMP emoji, and the largest amount validation allows.
+    odd = "quote \" backslash \\ tab \t newline \n apostrophe ' emoji \U0001f4b8"
+    payment = _payment("key-odd-text", 99_999_999_999, **{'k"\\ey': odd, "empty": ""})
+
+    assert repository.add_if_absent(payment) == payment
+    assert repository.get(payment.payment_id) == payment

@@ -17,12 +17,13 @@ down) becomes :class:`StoreUnavailableError`, which callers see as UNAVAILABLE.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +35,6 @@ import psycopg
 from opentelemetry import trace
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from payments_service.domain.errors import StoreUnavailableError
@@ -45,16 +45,19 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
 
-# One array parameter per column; of several rows with one key in a batch, the first is
-# inserted, the others conflict. Only the ids of the inserted rows come back: those rows
-# are the candidates themselves, so decoding them again would be wasted work.
+# The batch is one JSON array parameter (one object per payment; see _batch_json): one
+# C-speed json.dumps per batch instead of nine array parameters, each dumped element by
+# element in Python. Of several rows with one key in a batch, the first is inserted, the
+# others conflict. Only the ids of the inserted rows come back (as text, the form the
+# payments carry): those rows are the candidates themselves, so nothing else is decoded.
 _INSERT_MANY = """
 INSERT INTO payments (payment_id, idempotency_key, request_fingerprint, amount_minor,
                       currency, order_id, metadata, status, created_at)
-SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bigint[], %s::text[],
-                     %s::text[], %s::jsonb[], %s::text[], %s::timestamptz[])
+SELECT * FROM json_to_recordset(%s::json) AS batch(
+    payment_id uuid, idempotency_key text, request_fingerprint text, amount_minor bigint,
+    currency text, order_id text, metadata jsonb, status text, created_at timestamptz)
 ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING payment_id
+RETURNING payment_id::text
 """
 # Column order of every row read: see _row_to_payment.
 _SELECT_BY_KEYS = """
@@ -120,19 +123,25 @@ def _row_to_payment(row: tuple[Any, ...]) -> Payment:
     )
 
 
-def _payments_to_columns(payments: list[Payment]) -> tuple[list[Any], ...]:
-    """The batch as one list per column (the parameters of _INSERT_MANY)."""
-    metadata: list[Mapping[str, str]] = [p.metadata for p in payments]
-    return (
-        [p.payment_id for p in payments],
-        [p.idempotency_key for p in payments],
-        [p.request_fingerprint for p in payments],
-        [p.amount_minor for p in payments],
-        [p.currency for p in payments],
-        [p.order_id for p in payments],
-        [Jsonb(dict(m)) for m in metadata],
-        [p.status.value for p in payments],
-        [p.created_at for p in payments],
+def _batch_json(payments: list[Payment]) -> str:
+    """The batch as the JSON parameter of _INSERT_MANY (keys are the column names)."""
+    return json.dumps(
+        [
+            {
+                "payment_id": p.payment_id,
+                "idempotency_key": p.idempotency_key,
+                "request_fingerprint": p.request_fingerprint,
+                "amount_minor": p.amount_minor,
+                "currency": p.currency,
+                "order_id": p.order_id,
+                "metadata": dict(p.metadata),
+                "status": p.status.value,
+                "created_at": p.created_at.isoformat(),
+            }
+            for p in payments
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
 
 
@@ -324,8 +333,8 @@ class PostgresPaymentRepository:
     def _insert_batch(conn: Connection, batch: list[_PendingInsert]) -> dict[str, Payment]:
         """Insert the batch; returns idempotency key -> the payment stored for it."""
         payments = [pending.payment for pending in batch]
-        by_id = {uuid.UUID(payment.payment_id): payment for payment in payments}
-        rows = conn.execute(_INSERT_MANY, _payments_to_columns(payments)).fetchall()
+        by_id = {payment.payment_id: payment for payment in payments}
+        rows = conn.execute(_INSERT_MANY, (_batch_json(payments),)).fetchall()
         inserted = (by_id[payment_id] for (payment_id,) in rows)
         stored = {payment.idempotency_key: payment for payment in inserted}
         taken = list({p.idempotency_key for p in payments if p.idempotency_key not in stored})
