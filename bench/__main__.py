@@ -25,13 +25,13 @@ SERVER_CPU = 0
 CLIENT_CPU = 1
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -42,7 +42,7 @@ def _wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 
 def start_target(target: Target, stack: ExitStack, workers: int) -> int:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **target.env, "PORT": str(port), "HOST": "127.0.0.1"}
     env["MAX_WORKERS"] = str(workers)
     if target.prepare is not None:
@@ -62,7 +62,7 @@ def start_target(target: Target, stack: ExitStack, workers: int) -> int:
             process.kill()
 
     stack.callback(stop)
-    _wait_for_port(port)
+    wait_for_port(port)
     return port
 
 

@@ -63,20 +63,47 @@ async def _existing_payment(stub: payments_pb2_grpc.PaymentServiceStub) -> str:
     return str(response.payment_id)
 
 
+async def _call_of(
+    method: str, stub: payments_pb2_grpc.PaymentServiceStub
+) -> Callable[[payments_pb2_grpc.PaymentServiceStub], object]:
+    """What one call of ``method`` is: a new payment, or reading an existing one."""
+    if method == "RequestPayment":
+        return request_payment_factory()
+    get = payments_pb2.GetPaymentRequest(payment_id=await _existing_payment(stub))
+
+    def call(stub: payments_pb2_grpc.PaymentServiceStub) -> object:
+        return stub.GetPayment(get)
+
+    return call
+
+
+async def run_calls(target: str, method: str, concurrency: int, calls: int) -> int:
+    """Make exactly ``calls`` calls of ``method``, ``concurrency`` at a time; returns errors."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = payments_pb2_grpc.PaymentServiceStub(channel)
+        call = await _call_of(method, stub)
+        remaining = iter(range(calls))
+        errors = 0
+
+        async def caller() -> None:
+            nonlocal errors
+            for _ in remaining:
+                try:
+                    await call(stub)  # type: ignore[misc]
+                except grpc.aio.AioRpcError:
+                    errors += 1
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        return errors
+
+
 async def run_load(
     target: str, method: str, concurrency: int, duration: float, warmup: float
 ) -> Result:
     """Drive ``method`` at ``concurrency`` for ``warmup`` + ``duration`` seconds."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = payments_pb2_grpc.PaymentServiceStub(channel)
-        if method == "RequestPayment":
-            call = request_payment_factory()
-        else:
-            get = payments_pb2.GetPaymentRequest(payment_id=await _existing_payment(stub))
-
-            def call(stub: payments_pb2_grpc.PaymentServiceStub) -> object:
-                return stub.GetPayment(get)
-
+        call = await _call_of(method, stub)
         latencies: list[float] = []
         errors = 0
         calls = 0

@@ -1,0 +1,115 @@
+"""`python -m bench.instructions`: CPU instructions per call of each target, counted by valgrind.
+
+Calls/s on a shared, virtualised machine move by up to 30% between runs; instruction counts
+do not. Each target server runs twice under ``valgrind --tool=callgrind``, which counts the
+user-space instructions of the whole process (grpcio's C core included): once serving
+``--warmup`` calls and once ``--warmup`` + ``--calls``. The difference divided by ``--calls``
+is the cost of one call, with start-up and warm-up cancelled out.
+
+The kernel's work (the sockets) is not counted. It is about the same for every target, so a
+ratio of instructions is lower than the ratio of calls/s the same targets reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench.__main__ import ROOT, free_port, wait_for_port
+from bench.load import run_calls
+from bench.targets import PYTHON, TARGETS, Target
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def _instructions(target: Target, method: str, calls: int, workers: int) -> int:
+    """Instructions the target's process executed from start to exit, serving ``calls``."""
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
+        port = free_port()
+        env = {**os.environ, **target.env, "PORT": str(port), "HOST": "127.0.0.1"}
+        env["MAX_WORKERS"] = str(workers)
+        if target.prepare is not None:
+            env.update(target.prepare(stack))
+        log = Path(scratch) / "valgrind.log"
+        process = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                f"--log-file={log}",
+                PYTHON,
+                *target.args,
+            ],
+            env=env,
+            cwd=ROOT,
+        )
+        try:
+            wait_for_port(port, timeout=300)
+            errors = asyncio.run(run_calls(f"127.0.0.1:{port}", method, 16, calls))
+            if errors:
+                raise RuntimeError(f"{target.name}: {errors} of {calls} calls failed")
+            time.sleep(1)  # let the last responses and span exports leave
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=300)
+        found = _COLLECTED.search(log.read_text())
+        if found is None:
+            raise RuntimeError(f"{target.name}: valgrind reported no count:\n{log.read_text()}")
+        return int(found.group(1))
+
+
+def _per_call(target: Target, method: str, warmup: int, calls: int, workers: int) -> float:
+    short = _instructions(target, method, warmup, workers)
+    long = _instructions(target, method, warmup + calls, workers)
+    return (long - short) / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
+    parser.add_argument("--targets", nargs="+", default=["bare", "service", "no-cap", "telemetry"])
+    parser.add_argument(
+        "--method", default="RequestPayment", choices=["RequestPayment", "GetPayment"]
+    )
+    parser.add_argument("--warmup", type=int, default=300, help="calls in both runs")
+    parser.add_argument("--calls", type=int, default=1200, help="calls only the second run makes")
+    parser.add_argument("--workers", type=int, default=10, help="MAX_WORKERS of every server")
+    parser.add_argument("--parallel", type=int, default=2, help="targets measured at once")
+    args = parser.parse_args()
+    unknown = sorted(set(args.targets) - set(TARGETS))
+    if unknown:
+        parser.error(f"unknown targets {unknown}; known: {sorted(TARGETS)}")
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        raise SystemExit(2)
+
+    print(
+        f"{args.method} at concurrency 16: instructions per call over {args.calls} calls "
+        f"(after {args.warmup}), MAX_WORKERS={args.workers}; a few minutes per target"
+    )
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        futures = {
+            name: pool.submit(
+                _per_call, TARGETS[name], args.method, args.warmup, args.calls, args.workers
+            )
+            for name in args.targets
+        }
+        counts = {name: future.result() for name, future in futures.items()}
+    bare = counts.get("bare")
+    for name, count in counts.items():
+        ratio = f"x{bare / count:.2f} of bare" if bare and name != "bare" else ""
+        print(f"{name:<22} {count:>12,.0f} instructions/call  {ratio}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
