@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import string
+import sys
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -106,6 +108,17 @@ def test_order_id_length_limit() -> None:
 
 def test_order_ids_with_control_characters_are_refused() -> None:
     assert fields(order_id="order\x00-1") == ["order_id"]
+
+
+def test_control_characters_are_exactly_unicodes_category_cc() -> None:
+    everything = (chr(code) for code in range(sys.maxunicode + 1))
+    control = {ch for ch in everything if unicodedata.category(ch) == "Cc"}
+    for ch in control:
+        assert fields(order_id=f"order{ch}1") == ["order_id"], hex(ord(ch))
+        assert fields(metadata={f"k{ch}": "v"}) == ["metadata"], hex(ord(ch))
+    printable_neighbours = {"\x20", "\x7e", "\xa0", "\u2028", "\U0010ffff"}
+    for ch in printable_neighbours:
+        assert validate_payment_request(**{**VALID, "order_id": f"order{ch}1"})
 
 
 def test_metadata_bounds() -> None:
