@@ -59,3 +59,15 @@ def test_stored_metadata_cannot_be_changed_through_the_payment() -> None:
     payment = Payment.new(request(metadata=source))
     source["a"] = "changed"
     assert payment.metadata["a"] == "1"
+
+
+def test_fingerprint_bytes_never_change() -> None:
+    # Fingerprints are stored with every payment (PostgreSQL): if this digest changed, a
+    # retry of a payment made before an upgrade would be refused as a different request.
+    fingerprint = request(
+        amount_minor=1250,
+        currency="EUR",
+        order_id="order-ü-1",
+        metadata={"b": "2", "a": 'é"'},
+    ).fingerprint()
+    assert fingerprint == "3472b08263e0399c0e4b173892fd1ed2de53397115ae5113d7505f083a227204"

@@ -20,6 +20,11 @@ class PaymentStatus(enum.Enum):
     FAILED = "FAILED"
 
 
+#: What json.dumps(..., ensure_ascii=False, separators=(",", ":")) would build on every
+#: call, built once: fingerprints are stored, so their bytes must never change.
+_CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 @dataclass(frozen=True, slots=True)
 class PaymentRequest:
     """A request that passed validation (see :mod:`payments_service.domain.validation`)."""
@@ -32,10 +37,8 @@ class PaymentRequest:
 
     def fingerprint(self) -> str:
         """A digest of everything that must match for a retry to count as a replay."""
-        canonical = json.dumps(
-            [self.amount_minor, self.currency, self.order_id, sorted(self.metadata.items())],
-            ensure_ascii=False,
-            separators=(",", ":"),
+        canonical = _CANONICAL_JSON.encode(
+            [self.amount_minor, self.currency, self.order_id, sorted(self.metadata.items())]
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
