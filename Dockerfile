@@ -40,10 +40,10 @@ RUN groupadd --system --gid 10001 payments \
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /tmp
-# gRPC API, Prometheus /metrics, plaintext health-only port (used when TLS is on).
+# gRPC API, Prometheus /metrics, plaintext health-only port (HEALTH_PORT, when set).
 EXPOSE 7000 9464 7001
 STOPSIGNAL SIGTERM
-# The project's own CLI asks the standard health service; under TLS it uses HEALTH_PORT.
+# The project's own CLI asks the standard health service, on HEALTH_PORT when that is set.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/bin/sh", "-c", "port=${HEALTH_PORT:-0}; [ \"$port\" != 0 ] || port=${PORT:-7000}; exec payments-client --target \"127.0.0.1:$port\" --timeout 3 health"]
 ENTRYPOINT ["/opt/venv/bin/python", "-m", "payments_service"]

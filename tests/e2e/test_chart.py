@@ -42,6 +42,7 @@ CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 POSTGRES = {"storage": {"backend": "postgres", "postgres": {"existingSecret": "db"}}}
 TLS = {"tls": {"enabled": True, "secretName": "tls"}}
 TLS_DIR = "/etc/payments-service/tls"
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 
 def scenario_id(path: Path) -> str:
@@ -117,6 +118,9 @@ def test_production_scenario_turns_every_option_on() -> None:
         ({"tls": {"enabled": True}}, "tls.enabled=true needs tls.secretName"),
         ({"tls": {"mutual": True}}, "tls.mutual=true needs tls.enabled=true"),
         ({"podDisruptionBudget": {"enabled": True}}, "would block every node drain"),
+        ({"ports": {"health": 7000}}, "ports.health=7000 must differ from ports.grpc=7000"),
+        ({"ports": {"health": 9464}}, "ports.health=9464 must differ"),
+        (deep_merge(TLS, {"ports": {"grpc": 7001}}), "ports.health=7001 must differ"),
     ],
 )
 def test_invalid_values_are_rejected_with_a_readable_message(
@@ -169,24 +173,38 @@ def test_service_names_grpc_and_metrics_ports() -> None:
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
-def test_probes_are_native_grpc_on_the_plaintext_port(tls: bool) -> None:
-    values = deep_merge(TLS, {"ports": {"health": 7101}}) if tls else {}
+def test_probes_are_native_grpc_on_the_health_port_with_or_without_tls(tls: bool) -> None:
+    """All three probes ask the health-only port, never the API port: there they would
+    queue behind API calls or be refused with them (MAX_CONCURRENT_RPCS) under a burst."""
+    values = deep_merge(TLS if tls else {}, {"ports": {"health": 7101}})
     objects = manifests(render(values))
     (container,) = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    port = 7101 if tls else 7000
-    assert container["startupProbe"]["grpc"] == {"port": port, "service": ""}
-    assert container["livenessProbe"]["grpc"] == {"port": port, "service": ""}
+    assert container["startupProbe"]["grpc"] == {"port": 7101, "service": ""}
+    assert container["livenessProbe"]["grpc"] == {"port": 7101, "service": ""}
     assert container["readinessProbe"]["grpc"] == {
-        "port": port,
+        "port": 7101,
         "service": "payments.v1.PaymentService",
     }
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": 7000, "metrics": 9464, "health": 7101}
     env = container_env(objects)
+    assert env["PORT"] == "7000" and env["HEALTH_PORT"] == "7101"
     if tls:
-        assert env["HEALTH_PORT"] == "7101"
         mounts = {m["name"]: m for m in container["volumeMounts"]}
         assert mounts["tls"]["mountPath"] == TLS_DIR and mounts["tls"]["readOnly"] is True
     else:
-        assert "HEALTH_PORT" not in env and "TLS_CERT_FILE" not in env
+        assert "TLS_CERT_FILE" not in env
+
+
+@pytest.mark.parametrize("values_file", ALL_VALUES, ids=scenario_id)
+def test_every_scenario_probes_the_health_port_it_opens(values_file: Path) -> None:
+    values = load_values(values_file)
+    objects = manifests(render(values))
+    (container,) = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    probed = {container[probe]["grpc"]["port"] for probe in PROBES}
+    assert probed == {ports["health"]} and ports["health"] != ports["grpc"]
+    assert container_env(objects)["HEALTH_PORT"] == str(ports["health"])
 
 
 @pytest.mark.parametrize("grace", [0, 5, 7.5, 30])
@@ -250,6 +268,25 @@ def test_network_policy_egress_is_dns_otlp_and_database_only() -> None:
         port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]
     )
     assert ingress_ports == ["grpc", "metrics"]
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_network_policy_opens_the_health_port_to_other_pods_only_under_tls(tls: bool) -> None:
+    """The kubelet probes from the node, which a policy does not filter: the health port
+    needs no rule for it. Pods get it only under TLS (helm test's plaintext check)."""
+    values = deep_merge(TLS if tls else {}, {"networkPolicy": {"enabled": True}})
+    objects = manifests(render(values), with_tests=False)
+    peers = {
+        port["port"]: rule["from"]
+        for rule in the(objects, "NetworkPolicy")["spec"]["ingress"]
+        for port in rule["ports"]
+    }
+    (container,) = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "health" in {p["name"] for p in container["ports"]}
+    if tls:
+        assert peers["health"] == peers["grpc"] == [{"podSelector": {}}]
+    else:
+        assert set(peers) == {"grpc", "metrics"}
 
 
 def test_alerts_and_dashboard_come_from_the_shared_files() -> None:
@@ -340,7 +377,7 @@ DERIVED: dict[str, tuple[dict[str, Any], Any]] = {
     "tls_cert_file": (TLS, f"{TLS_DIR}/tls.crt"),
     "tls_key_file": (TLS, f"{TLS_DIR}/tls.key"),
     "tls_client_ca_file": (deep_merge(TLS, {"tls": {"mutual": True}}), f"{TLS_DIR}/ca.crt"),
-    "health_port": (deep_merge(TLS, {"ports": {"health": 7200}}), "7200"),
+    "health_port": ({"ports": {"health": 7200}}, "7200"),
     "otel_sdk_disabled": ({"tracing": {"enabled": False}}, "true"),
     "otel_service_name": ({"tracing": {"serviceName": "payments-eu"}}, "payments-eu"),
     "otel_exporter_otlp_endpoint": (

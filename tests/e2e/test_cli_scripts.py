@@ -50,7 +50,7 @@ def test_dockerfile_healthcheck_asks_the_api_port_or_the_health_port(
     healthy = run_shell(command, {"PORT": str(server.port)})
     assert healthy.returncode == 0, healthy.stderr
     assert "SERVING" in healthy.stdout
-    # With HEALTH_PORT set (TLS on), it asks that port instead: nothing listens there.
+    # With HEALTH_PORT set (the chart always sets it), it asks that port: nothing listens there.
     elsewhere = run_shell(command, {"PORT": str(server.port), "HEALTH_PORT": str(free_port())})
     assert elsewhere.returncode != 0
 

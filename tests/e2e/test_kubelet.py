@@ -200,12 +200,10 @@ def test_pod_lifecycle_as_the_kubelet_sees_it(
     pod = the(objects, "Deployment")["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    expected_ports = {"grpc": grpc_port, "metrics": metrics_port}
-    if tls:
-        expected_ports["health"] = health_port
-    assert ports == expected_ports
-    # Under TLS the kubelet (which cannot speak TLS) probes the plaintext health-only port.
-    probe_port = health_port if tls else grpc_port
+    assert ports == {"grpc": grpc_port, "metrics": metrics_port, "health": health_port}
+    # The kubelet probes the plaintext health-only port, with or without TLS: on the API
+    # port its probes would compete with API calls for MAX_CONCURRENT_RPCS and the workers.
+    probe_port = health_port
 
     command = [sys.executable, *container["command"][1:], *container.get("args", [])]
     env = {"PATH": os.environ["PATH"], "HOME": "/tmp", **kubelet_env(objects, secrets=secrets)}

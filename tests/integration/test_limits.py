@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service.payments_pb2_grpc import PaymentServiceStub
 from payments_service.server import PaymentServer
@@ -72,6 +73,50 @@ def test_calls_past_the_concurrency_cap_are_refused_not_queued(
     assert repository.count() == 2
     stub.RequestPayment(valid_request(), timeout=10)  # capacity is back once calls finish
     assert repository.count() == 3
+
+
+def _check(port: int, service: str = "", timeout: float = 2.0) -> int:
+    """One probe as the kubelet sends it (fresh plaintext connection, timeoutSeconds 2)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout
+        )
+    return int(answer.status)
+
+
+#: A saturated API port: (settings, how a probe sent there ends).
+SATURATED = {
+    # The only slot under MAX_CONCURRENT_RPCS is taken: the probe is refused at once.
+    "concurrency cap": ({"max_workers": 4, "max_concurrent_rpcs": 1}, "RESOURCE_EXHAUSTED"),
+    # No cap, but the only worker thread is busy: the probe queues past its timeout.
+    "worker threads": ({"max_workers": 1, "max_concurrent_rpcs": 0}, "DEADLINE_EXCEEDED"),
+}
+
+
+@pytest.mark.parametrize(("limits", "on_api_port"), list(SATURATED.values()), ids=list(SATURATED))
+def test_probes_on_the_health_port_pass_while_the_api_port_is_saturated(
+    server_factory: ServerFactory, limits: dict[str, int], on_api_port: str
+) -> None:
+    """Why the chart probes HEALTH_PORT: on the API port a burst fails the liveness probe
+    and the kubelet restarts a healthy pod; the health port has its own threads, no cap."""
+    repository = GatedRepository()
+    app = server_factory(
+        make_settings(port=free_port(), health_port=free_port(), **limits), repository=repository
+    )
+    assert app.health_port is not None
+    held = _stub(app).RequestPayment.future(valid_request())
+    repository.wait_entered(1)  # the API port's only slot is now held by a blocked call
+    try:
+        with pytest.raises(grpc.RpcError) as on_api:
+            _check(app.port)
+        assert on_api.value.code().name == on_api_port
+        for service in ("", "payments.v1.PaymentService"):  # liveness/startup, readiness
+            for _probe in range(3):
+                assert _check(app.health_port, service) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        repository.gate.set()
+    held.result(timeout=10)
+    assert _check(app.port) == health_pb2.HealthCheckResponse.SERVING  # and the API recovers
 
 
 def test_a_call_whose_deadline_passed_while_queued_does_no_work(

@@ -53,11 +53,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The port the kubelet probes: the API port, or the plaintext health port under TLS. */}}
-{{- define "payments-service.probePort" -}}
-{{- if .Values.tls.enabled }}{{ .Values.ports.health }}{{ else }}{{ .Values.ports.grpc }}{{ end }}
-{{- end }}
-
 {{/* terminationGracePeriodSeconds = preStop pause + the server's grace period + margin. */}}
 {{- define "payments-service.terminationGracePeriodSeconds" -}}
 {{- $grace := int (ceil (float64 .Values.config.gracePeriodSeconds)) }}
@@ -82,8 +77,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.tls.mutual (not .Values.tls.enabled) }}
 {{- fail "tls.mutual=true needs tls.enabled=true." }}
 {{- end }}
-{{- if and .Values.tls.enabled (or (eq (int .Values.ports.health) (int .Values.ports.grpc)) (and .Values.metrics.enabled (eq (int .Values.ports.health) (int .Values.ports.metrics)))) }}
-{{- fail "ports.health must differ from ports.grpc and ports.metrics." }}
+{{- /* The health port is always open (the probes use it), so it must never collide. */}}
+{{- if or (eq (int .Values.ports.health) (int .Values.ports.grpc)) (and .Values.metrics.enabled (eq (int .Values.ports.health) (int .Values.ports.metrics))) }}
+{{- fail (printf "ports.health=%v must differ from ports.grpc=%v and ports.metrics=%v: the probes' health-only port is a server of its own." .Values.ports.health .Values.ports.grpc .Values.ports.metrics) }}
 {{- end }}
 {{- end }}
 
