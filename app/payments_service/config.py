@@ -207,11 +207,21 @@ class Settings(BaseSettings):
                 ) from None
         return ca
 
+    @field_validator("metrics_port")
+    @classmethod
+    def _metrics_port_differs(cls, metrics_port: int, info: ValidationInfo) -> int:
+        if metrics_port != 0 and metrics_port == info.data.get("port"):
+            raise ValueError("must differ from PORT")
+        return metrics_port
+
     @field_validator("health_port")
     @classmethod
     def _health_port_differs(cls, health_port: int, info: ValidationInfo) -> int:
-        if health_port != 0 and health_port == info.data.get("port"):
-            raise ValueError("must differ from PORT")
+        if health_port != 0 and health_port in (
+            info.data.get("port"),
+            info.data.get("metrics_port"),
+        ):
+            raise ValueError("must differ from PORT and METRICS_PORT")
         return health_port
 
 

@@ -40,6 +40,8 @@ CASES = {
     "grace word": ({"MAX_CONNECTION_AGE_GRACE_SECONDS": "x"}, "MAX_CONNECTION_AGE_GRACE_SECONDS"),
     "health port range": ({"HEALTH_PORT": "70000"}, "HEALTH_PORT"),
     "health port = port": ({"HEALTH_PORT": "7100", "PORT": "7100"}, "HEALTH_PORT"),
+    "health port = metrics port": ({"HEALTH_PORT": "9464", "METRICS_PORT": "9464"}, "HEALTH_PORT"),
+    "metrics port = port": ({"METRICS_PORT": "7100", "PORT": "7100"}, "METRICS_PORT"),
     "cert without key": ({"TLS_CERT_FILE": "{cert}"}, "TLS_KEY_FILE"),
     "key without cert": ({"TLS_KEY_FILE": "{key}"}, "TLS_KEY_FILE"),
     "missing cert": ({"TLS_CERT_FILE": "{missing}", "TLS_KEY_FILE": "{key}"}, "TLS_CERT_FILE"),
