@@ -9,7 +9,7 @@ Inserts are group-committed: a durable commit waits for the WAL to reach the dis
 (milliseconds), so concurrent RequestPayment calls hand their payment to a writer
 thread, which inserts whatever has queued up meanwhile as one multi-row statement and
 one commit. A lone call is written at once; under load one disk flush serves many.
-One writer, not several: the fixed cost of a statement (about 0.2 ms of CPU in psycopg
+One writer, not several: the fixed cost of a statement (0.25 to 0.3 ms of CPU in psycopg
 and the pool) is what limits a CPU-bound server, and one writer makes the batches
 largest; while it commits, the next batch gathers.
 
