@@ -18,17 +18,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.load import Result, run_load
-from bench.targets import PYTHON, TARGETS, Target
+from bench.targets import PYTHON, TARGETS, Target, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
 CLIENT_CPU = 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:

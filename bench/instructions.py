@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.__main__ import ROOT, free_port, wait_for_port
+from bench.__main__ import ROOT, wait_for_port
 from bench.load import run_calls
-from bench.targets import PYTHON, TARGETS, Target
+from bench.targets import PYTHON, TARGETS, Target, free_port
 
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
@@ -77,7 +77,7 @@ def _per_call(target: Target, method: str, warmup: int, calls: int, workers: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
-    parser.add_argument("--targets", nargs="+", default=["bare", "service", "no-cap", "telemetry"])
+    parser.add_argument("--targets", nargs="+", default=["bare", "service", "telemetry", "telemetry-10"])
     parser.add_argument(
         "--method", default="RequestPayment", choices=["RequestPayment", "GetPayment"]
     )

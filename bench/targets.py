@@ -38,7 +38,7 @@ class Target:
 _QUIET = {"LOG_LEVEL": "WARNING", "METRICS_PORT": "0", "OTEL_SDK_DISABLED": "true"}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -46,7 +46,7 @@ def _free_port() -> int:
 
 def _otlp_sink(stack: ExitStack) -> dict[str, str]:
     """A live OTLP/gRPC receiver in a subprocess on the load generator's CPU."""
-    port = _free_port()
+    port = free_port()
     sink = subprocess.Popen([sys.executable, "-m", "bench.otlp_sink", str(port)])
 
     def stop() -> None:
@@ -56,7 +56,7 @@ def _otlp_sink(stack: ExitStack) -> dict[str, str]:
     stack.callback(stop)
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-        "METRICS_PORT": str(_free_port()),
+        "METRICS_PORT": str(free_port()),
     }
 
 
@@ -110,6 +110,16 @@ TARGETS: dict[str, Target] = {
         "payments-service with traces (100% sampled, exported over OTLP to a live receiver) "
         "and Prometheus metrics with exemplars",
         env=_TELEMETRY,
+        prepare=_otlp_sink,
+    ),
+    "telemetry-10": Target(
+        "telemetry-10",
+        "as telemetry, 10% of calls sampled (parentbased_traceidratio 0.1, the production advice)",
+        env={
+            **_TELEMETRY,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        },
         prepare=_otlp_sink,
     ),
     "postgres": Target(
