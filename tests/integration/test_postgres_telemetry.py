@@ -8,6 +8,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import psycopg
 import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 from psycopg.conninfo import conninfo_to_dict
@@ -114,3 +115,23 @@ def test_group_commit_keeps_one_payment_per_key_in_mixed_batches(database_url: s
     assert set(winners) == set(keys)
     in_database = dict(rows(database_url, "SELECT idempotency_key, payment_id::text FROM payments"))
     assert in_database == {key: ids.pop() for key, ids in winners.items()}
+
+
+def test_payments_stored_is_exact_when_small_and_postgres_estimate_when_large(
+    database_url: str,
+) -> None:
+    """A scrape must not count a large table row by row: above the limit the gauge reads
+    PostgreSQL's estimate, which ANALYZE (or autovacuum) refreshes."""
+    store = PostgresPaymentRepository(database_url, min_size=1, max_size=2, exact_count_limit=5)
+    try:
+        for i in range(10):
+            store.add_if_absent(Payment.new(PaymentRequest(100, "USD", "o", f"stored-{i:04}")))
+        assert store.count() == 10  # never analysed yet: counted exactly
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("ANALYZE payments")
+        for i in range(10, 13):
+            store.add_if_absent(Payment.new(PaymentRequest(100, "USD", "o", f"stored-{i:04}")))
+        assert rows(database_url, "SELECT count(*) FROM payments") == [(13,)]
+        assert store.count() == 10  # 10 >= the limit: the estimate, not a count
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
 from payments_service import __version__
+from payments_service.domain.errors import StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,8 @@ class PaymentMetrics:
         )
         stored = Gauge(
             "payments_stored",
-            "Payments in the store (read from the store at each scrape).",
+            "Payments in the store, read at each scrape (PostgreSQL: exact up to 100,000, "
+            "then its estimate; the store is shared, so aggregate replicas with max).",
             registry=registry,
         )
         stored.set_function(_safe_count(stored_count))
@@ -202,7 +204,9 @@ def _safe_count(count: Callable[[], int]) -> Callable[[], float]:
     def read() -> float:
         try:
             return float(count())
-        except Exception:  # a scrape must not fail because the store is down
+        except StoreUnavailableError:  # the outage is logged by the readiness monitor
+            return math.nan
+        except Exception:  # a scrape must not fail because the store misbehaves
             logger.warning("Cannot count stored payments", exc_info=True)
             return math.nan
 

@@ -73,7 +73,12 @@ SELECT payment_id, idempotency_key, request_fingerprint, amount_minor,
        currency, order_id, metadata, status, created_at
 FROM payments WHERE payment_id = %s
 """
-_COUNT = "SELECT count(*) FROM payments"
+# Exact below a limit; above it PostgreSQL's own estimate, as a full count would scan the
+# table at every metrics scrape. reltuples is -1 until the table is first analysed.
+_COUNT = """
+SELECT CASE WHEN reltuples < %s THEN (SELECT count(*) FROM payments) ELSE reltuples::bigint END
+FROM pg_class WHERE oid = 'payments'::regclass
+"""
 _PING = "SELECT 1"
 
 
@@ -178,8 +183,10 @@ class PostgresPaymentRepository:
         tracer_provider: trace.TracerProvider | None = None,
         writers: int = 1,
         max_batch: int = 64,
+        exact_count_limit: int = 100_000,
     ) -> None:
         self._max_batch = max_batch
+        self._exact_count_limit = exact_count_limit
         conninfo = connection_settings(url, timeout_seconds)
         details = conninfo_to_dict(conninfo)
         self._span_attributes: dict[str, str | int] = {
@@ -244,8 +251,10 @@ class PostgresPaymentRepository:
             return self._run(select)
 
     def count(self) -> int:
+        """Exact up to ``exact_count_limit`` payments, then PostgreSQL's estimate."""
+
         def count(conn: Connection) -> int:
-            row = conn.execute(_COUNT).fetchone()
+            row = conn.execute(_COUNT, (self._exact_count_limit,)).fetchone()
             return 0 if row is None else int(row[0])
 
         with self._span("SELECT", _COUNT):
