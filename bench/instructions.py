@@ -77,7 +77,9 @@ def _per_call(target: Target, method: str, warmup: int, calls: int, workers: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
-    parser.add_argument("--targets", nargs="+", default=["bare", "service", "telemetry", "telemetry-10"])
+    parser.add_argument(
+        "--targets", nargs="+", default=["bare", "service", "telemetry", "telemetry-10"]
+    )
     parser.add_argument(
         "--method", default="RequestPayment", choices=["RequestPayment", "GetPayment"]
     )
