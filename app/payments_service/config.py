@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         "payments-service", min_length=1, description="service.name of the traces"
     )
     otel_exporter_otlp_endpoint: str | None = Field(
-        None, description="OTLP/gRPC collector, e.g. http://jaeger:4317; unset: no export"
+        None, description="OTLP/gRPC collector, e.g. http://jaeger:4317; unset: no span is recorded"
     )
     otel_exporter_otlp_traces_endpoint: str | None = Field(
         None, description="OTLP/gRPC endpoint for traces only (wins over the one above)"

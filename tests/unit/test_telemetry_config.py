@@ -12,7 +12,11 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from payments_service.config import ConfigurationError, load_settings
 from payments_service.observability.logging import JsonFormatter
 from payments_service.observability.telemetry import Telemetry
-from payments_service.observability.tracing import build_resource, build_sampler
+from payments_service.observability.tracing import (
+    build_resource,
+    build_sampler,
+    build_tracer_provider,
+)
 from payments_service.server import main
 from tests.conftest import make_settings
 
@@ -64,18 +68,38 @@ def test_resource_attributes_from_the_environment_win(monkeypatch: pytest.Monkey
     assert named["service.name"] == "payments-eu"
 
 
-def test_json_log_lines_carry_trace_and_span_ids_inside_a_span() -> None:
-    provider = TracerProvider(shutdown_on_exit=False)
+@pytest.mark.parametrize(("endpoint", "recorded"), [(None, False), ("http://127.0.0.1:4317", True)])
+def test_spans_are_recorded_only_when_an_otlp_endpoint_will_receive_them(
+    endpoint: str | None, recorded: bool
+) -> None:
+    """Recording a span nobody receives costs about a bare call; its ids (for the logs,
+    below) come free either way."""
+    provider = build_tracer_provider(make_settings(otel_exporter_otlp_endpoint=endpoint))
+    assert provider is not None
+    assert provider.get_tracer("test").start_span("call").is_recording() is recorded
+    provider.shutdown()  # the span was never ended, so nothing is exported
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_json_log_lines_carry_trace_and_span_ids_inside_a_span(recorded: bool) -> None:
+    provider = (
+        TracerProvider(shutdown_on_exit=False)  # records every span, exports none
+        if recorded
+        else build_tracer_provider(make_settings(otel_exporter_otlp_endpoint=None))
+    )
+    assert provider is not None
     tracer = provider.get_tracer("test")
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("world",), None)
     formatter = JsonFormatter()
     assert "trace_id" not in json.loads(formatter.format(record))
     with tracer.start_as_current_span("call") as span:
         entry = json.loads(formatter.format(record))
+        assert span.is_recording() is recorded
     context = span.get_span_context()
     assert entry["trace_id"] == format(context.trace_id, "032x")
     assert entry["span_id"] == format(context.span_id, "016x")
     assert entry["message"] == "hello world"
+    provider.shutdown()
 
 
 def test_sdk_disabled_and_metrics_port_0_turn_each_signal_off() -> None:

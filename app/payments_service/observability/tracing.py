@@ -88,23 +88,25 @@ def build_resource(settings: Settings) -> Resource:
 def build_tracer_provider(settings: Settings) -> TracerProvider | None:
     """A TracerProvider, or None when OTEL_SDK_DISABLED=true.
 
-    Spans are exported in batches over OTLP/gRPC when an OTLP endpoint is configured; with
-    none they still give logs and exemplars their trace ids but go nowhere, without errors.
+    Spans are exported in batches over OTLP/gRPC when an OTLP endpoint is configured. With
+    none, nothing would ever read a span, so none is recorded (recording one costs about as
+    much as a bare call): every call still gets a trace id for its log lines (the caller's,
+    when it sent a traceparent), and no errors are logged.
     """
     if settings.otel_sdk_disabled:
         logger.info("Tracing disabled (OTEL_SDK_DISABLED=true)")
         return None
+    endpoint = settings.otel_exporter_otlp_traces_endpoint or settings.otel_exporter_otlp_endpoint
     provider = TracerProvider(
-        sampler=build_sampler(settings),
+        sampler=build_sampler(settings) if endpoint else ALWAYS_OFF,
         resource=build_resource(settings),
         shutdown_on_exit=False,  # the server flushes it after the gRPC server stopped
     )
-    endpoint = settings.otel_exporter_otlp_traces_endpoint or settings.otel_exporter_otlp_endpoint
     if endpoint:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         logger.info("Exporting traces over OTLP/gRPC to %s", endpoint)
     else:
-        logger.info("No OTLP endpoint configured: spans are not exported")
+        logger.info("No OTLP endpoint configured: spans are neither recorded nor exported")
     return provider
 
 
