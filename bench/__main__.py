@@ -25,7 +25,7 @@ SERVER_CPU = 0
 CLIENT_CPU = 1
 
 
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
+def _wait_for_port(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -35,28 +35,38 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"server on port {port} did not start")
 
 
-def start_target(target: Target, stack: ExitStack, workers: int) -> int:
+def start_target(
+    target: Target,
+    stack: ExitStack,
+    workers: int,
+    *,
+    wrapper: tuple[str, ...] = (),
+    pinned: bool = True,
+    timeout: float = 15.0,
+) -> int:
+    """Start ``target`` (under ``wrapper``, e.g. valgrind) and return its port once it
+    accepts connections; the stack stops it with SIGTERM. ``timeout`` bounds both."""
     port = free_port()
     env = {**os.environ, **target.env, "PORT": str(port), "HOST": "127.0.0.1"}
     env["MAX_WORKERS"] = str(workers)
     if target.prepare is not None:
         env.update(target.prepare(stack))
     process = subprocess.Popen(
-        [PYTHON, *target.args],
+        [*wrapper, PYTHON, *target.args],
         env=env,
         cwd=ROOT,
-        preexec_fn=lambda: os.sched_setaffinity(0, {SERVER_CPU}),
+        preexec_fn=(lambda: os.sched_setaffinity(0, {SERVER_CPU})) if pinned else None,
     )
 
     def stop() -> None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
 
     stack.callback(stop)
-    wait_for_port(port)
+    _wait_for_port(port, timeout)
     return port
 
 

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,43 +23,31 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.__main__ import ROOT, wait_for_port
+from bench.__main__ import start_target
 from bench.load import run_calls
-from bench.targets import PYTHON, TARGETS, Target, free_port
+from bench.targets import TARGETS, Target
 
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
 def _instructions(target: Target, method: str, calls: int, workers: int) -> int:
     """Instructions the target's process executed from start to exit, serving ``calls``."""
-    with ExitStack() as stack, tempfile.TemporaryDirectory() as scratch:
-        port = free_port()
-        env = {**os.environ, **target.env, "PORT": str(port), "HOST": "127.0.0.1"}
-        env["MAX_WORKERS"] = str(workers)
-        if target.prepare is not None:
-            env.update(target.prepare(stack))
+    with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "valgrind.log"
-        process = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
-                f"--log-file={log}",
-                PYTHON,
-                *target.args,
-            ],
-            env=env,
-            cwd=ROOT,
-        )
-        try:
-            wait_for_port(port, timeout=300)
+        valgrind = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
+        with ExitStack() as stack:  # closing it stops the server: valgrind then reports
+            port = start_target(
+                target,
+                stack,
+                workers,
+                wrapper=(*valgrind, f"--log-file={log}"),
+                pinned=False,
+                timeout=300,
+            )
             errors = asyncio.run(run_calls(f"127.0.0.1:{port}", method, 16, calls))
             if errors:
                 raise RuntimeError(f"{target.name}: {errors} of {calls} calls failed")
             time.sleep(1)  # let the last responses and span exports leave
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=300)
         found = _COLLECTED.search(log.read_text())
         if found is None:
             raise RuntimeError(f"{target.name}: valgrind reported no count:\n{log.read_text()}")

@@ -207,22 +207,14 @@ class Settings(BaseSettings):
                 ) from None
         return ca
 
-    @field_validator("metrics_port")
+    @field_validator("metrics_port", "health_port")
     @classmethod
-    def _metrics_port_differs(cls, metrics_port: int, info: ValidationInfo) -> int:
-        if metrics_port != 0 and metrics_port == info.data.get("port"):
-            raise ValueError("must differ from PORT")
-        return metrics_port
-
-    @field_validator("health_port")
-    @classmethod
-    def _health_port_differs(cls, health_port: int, info: ValidationInfo) -> int:
-        if health_port != 0 and health_port in (
-            info.data.get("port"),
-            info.data.get("metrics_port"),
-        ):
-            raise ValueError("must differ from PORT and METRICS_PORT")
-        return health_port
+    def _port_differs_from_those_before(cls, port: int, info: ValidationInfo) -> int:
+        """Each listening port differs from the ones declared before it (0 opens none)."""
+        taken = {info.data.get(name): name.upper() for name in ("port", "metrics_port")}
+        if port != 0 and port in taken:
+            raise ValueError(f"must differ from {taken[port]}")
+        return port
 
 
 def _tls_context() -> ssl.SSLContext:
