@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -18,6 +21,8 @@ import pytest
 from payments_service import payments_pb2_grpc
 from payments_service.config import Settings
 from payments_service.server import PaymentServer, build_server
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -71,30 +76,130 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(**values).model_copy(update={"port": port})
 
 
-@pytest.fixture
-def server_factory() -> Iterator[Callable[..., PaymentServer]]:
-    """Build and start in-process servers; all are stopped at the end of the test."""
-    started: list[PaymentServer] = []
+class LoopThread:
+    """An asyncio event loop on a thread of its own.
 
-    def start(settings: Settings | None = None, **kwargs: Any) -> PaymentServer:
-        app = build_server(settings or make_settings(), **kwargs)
-        app.start()
-        started.append(app)
+    In-process servers run there, as they run on the main thread's loop in production,
+    while the tests call them with ordinary blocking gRPC clients.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="server-loop")
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        """Run ``coroutine`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Call a plain function on the loop's thread (state there is not thread-safe)."""
+
+        async def call() -> T:
+            return function(*args)
+
+        return self.run(call())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class RunningServer:
+    """A started :class:`PaymentServer` on a :class:`LoopThread`, with blocking helpers."""
+
+    def __init__(self, app: PaymentServer, loop: LoopThread) -> None:
+        self.app = app
+        self.loop = loop
+
+    @property
+    def port(self) -> int:
+        return self.app.port
+
+    @property
+    def health_port(self) -> int | None:
+        return self.app.health_port
+
+    def count(self) -> int:
+        """Payments in the server's store."""
+        return self.loop.run(self.app.repository.count())
+
+    def enter_graceful_shutdown(self) -> None:
+        """What stop() does first: every health status NOT_SERVING."""
+        self.loop.call(self.app.health.enter_graceful_shutdown)
+
+    def stop(self, grace: float = 0) -> None:
+        self.loop.run(self.app.stop(grace))
+
+
+ServerFactory = Callable[..., RunningServer]
+
+
+def start_server(
+    loop: LoopThread, settings: Settings | None = None, **kwargs: Any
+) -> RunningServer:
+    """Build and start a server on ``loop``.
+
+    ``repository`` may be a store, or a function returning one (called on the loop).
+    """
+    make_repository = kwargs.pop("repository", None)
+
+    async def build() -> PaymentServer:
+        repository = make_repository() if callable(make_repository) else make_repository
+        app = await build_server(settings or make_settings(), repository=repository, **kwargs)
+        await app.start()
         return app
 
-    yield start
-    for app in started:
-        app.stop(0)
+    return RunningServer(loop.run(build()), loop)
+
+
+@contextlib.contextmanager
+def running_server(settings: Settings | None = None, **kwargs: Any) -> Iterator[RunningServer]:
+    """A server started on an event loop of its own, stopped (spans flushed) at the end."""
+    loop = LoopThread()
+    try:
+        running = start_server(loop, settings, **kwargs)
+        try:
+            yield running
+        finally:
+            running.stop(0)
+    finally:
+        loop.close()
 
 
 @pytest.fixture
-def server(server_factory: Callable[..., PaymentServer]) -> PaymentServer:
+def loop_thread() -> Iterator[LoopThread]:
+    """The event loop in-process servers run on; closed after the test."""
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def server_factory(loop_thread: LoopThread) -> Iterator[ServerFactory]:
+    """Build and start in-process servers (see :func:`start_server`); all are stopped at
+    the end of the test."""
+    started: list[RunningServer] = []
+
+    def start(settings: Settings | None = None, **kwargs: Any) -> RunningServer:
+        running = start_server(loop_thread, settings, **kwargs)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop(0)
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory) -> RunningServer:
     """A running server with the in-memory store."""
     return server_factory()
 
 
 @pytest.fixture
-def channel(server: PaymentServer) -> Iterator[grpc.Channel]:
+def channel(server: RunningServer) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         yield ch
 

@@ -12,19 +12,10 @@ from pydantic import (
     FilePath,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-def _upper(value: object) -> object:
-    return value.upper() if isinstance(value, str) else value
-
-
-LogLevel = Annotated[
-    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
-]
 
 
 def _lower(value: object) -> object:
@@ -43,10 +34,20 @@ TracesSamplerName = Literal[
 ]
 TRACES_SAMPLERS: tuple[str, ...] = get_args(TracesSamplerName)
 TracesSampler = Annotated[TracesSamplerName, BeforeValidator(_lower)]
+TracesExporter = Annotated[Literal["otlp", "console", "none"], BeforeValidator(_lower)]
+#: The propagators OTEL_PROPAGATORS may name: those the OpenTelemetry API ships.
+PROPAGATORS = ("tracecontext", "baggage", "none")
+
+#: libpq's sslmode values; libpq itself would refuse another one only when connecting.
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 class Settings(BaseSettings):
-    """Every setting of the service. Each field is read from the upper-case env variable."""
+    """Every setting of the service, read from environment variables of the same name.
+
+    Names are matched case-insensitively (pydantic-settings' default): ``PORT`` and
+    ``port`` are the same setting.
+    """
 
     model_config = SettingsConfigDict(case_sensitive=False, frozen=True, extra="ignore")
 
@@ -55,14 +56,22 @@ class Settings(BaseSettings):
         "[::]", min_length=1, description="address to bind; [::] means every interface"
     )
     max_workers: int = Field(
-        10, ge=1, le=1000, description="threads handling calls (at most this many at once)"
+        10,
+        ge=1,
+        le=1000,
+        description="calls handled at once; more wait their turn, up to MAX_CONCURRENT_RPCS",
     )
-    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people, json for log collectors"
     )
     grace_period_seconds: float = Field(
-        5.0, ge=0, le=300, description="on SIGTERM/SIGINT, how long calls in flight may finish"
+        5.0,
+        ge=0,
+        le=300,
+        description="on SIGTERM/SIGINT, how long calls in flight may take to finish",
     )
     reflection_enabled: bool = Field(
         True, description="serve gRPC server reflection (what grpcurl uses to discover the API)"
@@ -74,7 +83,6 @@ class Settings(BaseSettings):
     )
     database_url: SecretStr | None = Field(
         None,
-        validate_default=True,
         description="PostgreSQL URL, e.g. postgresql://user:password@host:5432/db "
         "(required when STORAGE_BACKEND=postgres; never logged)",
     )
@@ -85,42 +93,37 @@ class Settings(BaseSettings):
         10,
         ge=1,
         le=100,
-        description="most database connections at once (MAX_WORKERS + 2 avoids waits)",
+        description="most database connections at once (MAX_WORKERS + 1 avoids waits)",
     )
     database_timeout_seconds: float = Field(
         5.0,
         gt=0,
         le=300,
-        description="limit for connecting, for waiting for a pooled connection and for each query",
+        description="limit for one database operation: waiting for a connection, "
+        "connecting and the query together",
     )
     migrate_on_startup: bool = Field(
         False, description="apply database migrations (under an advisory lock) before serving"
     )
-
-    @field_validator("database_url")
-    @classmethod
-    def _url_for_postgres(cls, url: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if url is None and info.data.get("storage_backend") == "postgres":
-            raise ValueError("required when STORAGE_BACKEND=postgres")
-        return url
-
-    @field_validator("database_pool_max_size")
-    @classmethod
-    def _max_not_below_min(cls, max_size: int, info: ValidationInfo) -> int:
-        if max_size < info.data.get("database_pool_min_size", 0):
-            raise ValueError("must not be below DATABASE_POOL_MIN_SIZE")
-        return max_size
-
     # Observability. The OTEL_* names are OpenTelemetry's standard variables.
     metrics_port: int = Field(
         9464, ge=0, le=65535, description="Prometheus /metrics port; 0 disables metrics"
+    )
+    metrics_host: str | None = Field(
+        None, min_length=1, description="address /metrics binds (unset: the same as HOST)"
     )
     otel_sdk_disabled: bool = Field(False, description="true turns tracing off entirely")
     otel_service_name: str = Field(
         "payments-service", min_length=1, description="service.name of the traces"
     )
+    otel_traces_exporter: TracesExporter = Field(
+        "otlp",
+        description="otlp (to the endpoint below), console (spans printed to stdout) or none",
+    )
     otel_exporter_otlp_endpoint: str | None = Field(
-        None, description="OTLP/gRPC collector, e.g. http://jaeger:4317; unset: no span is recorded"
+        None,
+        description="OTLP/gRPC collector, e.g. http://jaeger:4317; with the otlp exporter "
+        "and no endpoint, no span is recorded",
     )
     otel_exporter_otlp_traces_endpoint: str | None = Field(
         None, description="OTLP/gRPC endpoint for traces only (wins over the one above)"
@@ -128,8 +131,13 @@ class Settings(BaseSettings):
     otel_traces_sampler: TracesSampler = Field(
         "parentbased_always_on", description=f"one of {', '.join(TRACES_SAMPLERS)}"
     )
-    otel_traces_sampler_arg: float | None = Field(
-        None, ge=0, le=1, description="sampling ratio for the *traceidratio samplers"
+    otel_traces_sampler_arg: float = Field(
+        1.0, ge=0, le=1, description="sampling ratio for the *traceidratio samplers"
+    )
+    otel_propagators: str = Field(
+        "tracecontext,baggage",
+        description="comma-separated trace context formats read from callers: "
+        f"{', '.join(PROPAGATORS)}",
     )
     # Hardening: limits, connection management and TLS (see SECURITY.md).
     max_receive_message_bytes: int = Field(
@@ -142,8 +150,22 @@ class Settings(BaseSettings):
         100,
         ge=0,
         le=100_000,
-        description="calls in progress or queued at once; more are refused with "
-        "RESOURCE_EXHAUSTED (0: no cap)",
+        description="calls in progress or waiting their turn at once; more are refused "
+        "with RESOURCE_EXHAUSTED (0: no cap)",
+    )
+    max_concurrent_streams: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="HTTP/2 streams one connection may have open at once "
+        "(also what gRPC's rapid-reset defence works from)",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="client connections to PORT at once; more are closed at once "
+        "(never more than the file-descriptor limit leaves room for)",
     )
     keepalive_time_seconds: float = Field(
         60.0, gt=0, le=7200, description="ping an idle client connection after this long"
@@ -164,7 +186,9 @@ class Settings(BaseSettings):
         description="calls in flight on an aged connection may finish within this long",
     )
     tls_cert_file: FilePath | None = Field(
-        None, description="PEM server certificate chain; with TLS_KEY_FILE turns TLS on"
+        None,
+        description="PEM server certificate chain; with TLS_KEY_FILE turns TLS on "
+        "(re-read when the file changes)",
     )
     tls_key_file: FilePath | None = Field(None, description="PEM private key of TLS_CERT_FILE")
     tls_client_ca_file: FilePath | None = Field(
@@ -176,65 +200,211 @@ class Settings(BaseSettings):
         le=65535,
         description="plaintext port serving only grpc.health.v1 for probes (0: off)",
     )
+    health_host: str | None = Field(
+        None, min_length=1, description="address HEALTH_PORT binds (unset: the same as HOST)"
+    )
 
-    @field_validator("tls_key_file")
+    @field_validator("log_level", mode="before")
     @classmethod
-    def _cert_and_key_together(cls, key: Path | None, info: ValidationInfo) -> Path | None:
-        certificate = info.data.get("tls_cert_file")
-        if (key is None) != (certificate is None):
-            raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
-        if key is not None and certificate is not None:
-            try:  # the stdlib parses PEM and checks the key matches, as gRPC will
-                _tls_context().load_cert_chain(certificate, key, password=lambda: b"")
-            except (ssl.SSLError, OSError) as error:
-                raise ValueError(
-                    "TLS_CERT_FILE and TLS_KEY_FILE are not a PEM certificate chain and its "
-                    f"unencrypted private key ({error.__class__.__name__})"
-                ) from None
-        return key
+    def _known_log_level(cls, level: object) -> object:
+        levels = get_args(Settings.model_fields["log_level"].annotation)
+        if isinstance(level, str) and level.strip().upper() in levels:
+            return level.strip().upper()
+        raise ValueError(f"must be one of {', '.join(levels)}")
 
-    @field_validator("tls_client_ca_file")
+    @field_validator("otel_propagators")
     @classmethod
-    def _client_ca_needs_tls(cls, ca: Path | None, info: ValidationInfo) -> Path | None:
-        if ca is not None and info.data.get("tls_cert_file") is None:
-            raise ValueError("needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS runs over TLS)")
+    def _known_propagators(cls, names: str) -> str:
+        unknown = [name for name in _split(names) if name not in PROPAGATORS]
+        if unknown:
+            raise ValueError(
+                f"unknown propagator {unknown[0]!r}: this build has {', '.join(PROPAGATORS)}"
+            )
+        return names
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            problem = database_url_problem(url.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        return url
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Checks across settings; each message names the variables it is about."""
+        problems = [
+            *self._storage_problems(),
+            *self._port_problems(),
+            *self._tls_problems(),
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _storage_problems(self) -> list[str]:
+        problems = []
+        if self.storage_backend == "postgres" and self.database_url is None:
+            problems.append("DATABASE_URL=(unset): required when STORAGE_BACKEND=postgres")
+        if self.database_pool_max_size < self.database_pool_min_size:
+            problems.append(
+                f"DATABASE_POOL_MAX_SIZE={self.database_pool_max_size}: must not be below "
+                f"DATABASE_POOL_MIN_SIZE={self.database_pool_min_size}"
+            )
+        return problems
+
+    def _port_problems(self) -> list[str]:
+        """Each listening port differs from the others (0 opens none)."""
+        problems = []
+        taken = {self.port: "PORT"}
+        for name in ("metrics_port", "health_port"):
+            port = getattr(self, name)
+            if port != 0 and port in taken:
+                problems.append(f"{name.upper()}={port}: must differ from {taken[port]}")
+            taken.setdefault(port, name.upper())
+        return problems
+
+    def _tls_problems(self) -> list[str]:
+        certificate, key, ca = self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file
+        pair = f"TLS_CERT_FILE={_shown(certificate)}, TLS_KEY_FILE={_shown(key)}"
+        if (certificate is None) != (key is None):
+            return [f"{pair}: set both or neither"]
+        if ca is not None and certificate is None:
+            return [
+                f"TLS_CLIENT_CA_FILE={_shown(ca)}: needs TLS_CERT_FILE and TLS_KEY_FILE "
+                "(mTLS runs over TLS)"
+            ]
+        problems = []
+        if certificate is not None and key is not None:
+            problem = certificate_problem(certificate, key)
+            if problem is not None:
+                problems.append(f"{pair}: {problem}")
         if ca is not None:
             try:
                 _tls_context().load_verify_locations(cafile=ca)
             except (ssl.SSLError, OSError) as error:
-                raise ValueError(
-                    f"is not a PEM CA certificate bundle ({error.__class__.__name__})"
-                ) from None
-        return ca
+                problems.append(
+                    f"TLS_CLIENT_CA_FILE={_shown(ca)}: is not a PEM CA certificate bundle "
+                    f"({error.__class__.__name__})"
+                )
+        return problems
 
-    @field_validator("metrics_port", "health_port")
-    @classmethod
-    def _port_differs_from_those_before(cls, port: int, info: ValidationInfo) -> int:
-        """Each listening port differs from the ones declared before it (0 opens none)."""
-        taken = {info.data.get(name): name.upper() for name in ("port", "metrics_port")}
-        if port != 0 and port in taken:
-            raise ValueError(f"must differ from {taken[port]}")
-        return port
+    # -- what the settings imply ---------------------------------------------------------
+
+    @property
+    def database_conninfo(self) -> str | None:
+        """DATABASE_URL in clear text, for connecting only: never log it."""
+        return None if self.database_url is None else self.database_url.get_secret_value()
+
+    @property
+    def otlp_traces_endpoint(self) -> str | None:
+        """Where spans are exported: the traces endpoint, else the general one."""
+        return self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+
+    @property
+    def concurrency_cap(self) -> int | None:
+        """MAX_CONCURRENT_RPCS, None when 0 (no cap)."""
+        return self.max_concurrent_rpcs or None
+
+    @property
+    def metrics_bind_host(self) -> str:
+        return self.metrics_host or self.host
+
+    @property
+    def health_bind_host(self) -> str:
+        return self.health_host or self.host
+
+    @property
+    def propagators(self) -> tuple[str, ...]:
+        """OTEL_PROPAGATORS as a list, "none" taken out."""
+        return tuple(name for name in _split(self.otel_propagators) if name != "none")
+
+
+def _shown(path: Path | None) -> str:
+    return "(unset)" if path is None else repr(str(path))
+
+
+def _split(names: str) -> list[str]:
+    return [name.strip().lower() for name in names.split(",") if name.strip()]
 
 
 def _tls_context() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 
 
+def certificate_problem(certificate: Path, key: Path) -> str | None:
+    """Why ``certificate`` and ``key`` are not a usable pair, or None.
+
+    The stdlib parses the PEM and checks that the key matches, as gRPC will.
+    """
+    try:
+        _tls_context().load_cert_chain(certificate, key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as error:
+        return (
+            "are not a PEM certificate chain and its unencrypted private key "
+            f"({error.__class__.__name__})"
+        )
+    return None
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a PostgreSQL URL, in words that never quote it, or None.
+
+    libpq's own messages may quote the text around the mistake, which can be the password.
+    """
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        options = conninfo_to_dict(url)
+    except ProgrammingError as error:
+        message = str(error)
+        if "percent-encod" in message:
+            return (
+                "is not a valid URL: a % must start a percent-encoded character; "
+                "write special characters in the password encoded (% as %25, @ as %40)"
+            )
+        if "invalid URI query parameter" in message or "invalid connection option" in message:
+            return "names a connection option PostgreSQL does not know"
+        return "is not a PostgreSQL URL (postgresql://user:password@host:5432/dbname)"
+    sslmode = options.get("sslmode")
+    if sslmode is not None and sslmode not in SSL_MODES:
+        return f"sslmode must be one of {', '.join(SSL_MODES)}"
+    for port in str(options.get("port") or "5432").split(","):
+        if not (port.isdigit() and 1 <= int(port) <= 65535):
+            return "the port must be a number from 1 to 65535"
+    return None
+
+
 class ConfigurationError(Exception):
     """The environment holds an invalid setting. The message is one readable line."""
 
 
+class ListenError(Exception):
+    """A port the settings name cannot be listened on. The message is one readable line."""
+
+    @classmethod
+    def for_port(cls, setting: str, host: str, port: int) -> ListenError:
+        return cls(
+            f"{setting}={port}: cannot listen on {host}:{port} (in use by another process, "
+            f"or not an address of this host); choose another {setting}"
+        )
+
+
 def describe_validation_error(error: ValidationError) -> str:
-    """One line naming each bad variable, the value given and what is allowed."""
+    """One line naming each bad variable, the value given (never a secret's) and the rule."""
     problems = []
     for item in error.errors(include_url=False):
-        name = ".".join(str(part) for part in item["loc"]) or "settings"
+        name = ".".join(str(part) for part in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if not name:  # a check across settings: its message names them
+            problems.append(message)
+            continue
         field = Settings.model_fields.get(name)
         secret = field is not None and "Secret" in str(field.annotation)
         shown = "" if secret else f"={item['input']!r}"
-        name = name.upper()
-        problems.append(f"{name}{shown}: {item['msg']}")
+        problems.append(f"{name.upper()}{shown}: {message}")
     return "invalid configuration: " + "; ".join(problems)
 
 
@@ -248,8 +418,9 @@ def load_settings() -> Settings:
 
 def settings_help() -> str:
     """A table of every environment variable with its default, for --help."""
-    lines = ["environment variables:"]
+    lines = ["environment variables (names are case-insensitive):"]
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        lines.append(f"  {name.upper():<28} {field.description} (default: {default})")
+        shown = "unset" if default is None else default
+        lines.append(f"  {name.upper():<34} {field.description} (default: {shown})")
     return "\n".join(lines)

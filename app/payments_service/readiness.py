@@ -7,31 +7,25 @@ turns that into the standard health service's status for ``payments.v1.PaymentSe
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
 
 
-@runtime_checkable
-class SupportsPing(Protocol):
-    """A store that can tell whether it is reachable (PostgreSQL can, memory need not)."""
-
-    def ping(self) -> bool: ...
-
-
 class ReadinessMonitor:
-    """Calls ``check`` every ``interval`` seconds on a daemon thread.
+    """Awaits ``check`` every ``interval`` seconds in a task on the event loop.
 
-    ``on_change(ready)`` runs after the first check and then on every change. The first
-    check runs on the thread too, so ``start()`` never waits for a slow dependency.
+    ``on_change(ready)`` runs after the first check and then on every change. ``check``
+    must bound its own time (the PostgreSQL store's ping does); ``stop()`` does not wait
+    for a check in progress.
     """
 
     def __init__(
         self,
-        check: Callable[[], bool],
+        check: Callable[[], Awaitable[bool]],
         on_change: Callable[[bool], None],
         *,
         interval: float = 1.0,
@@ -41,27 +35,26 @@ class ReadinessMonitor:
         self._on_change = on_change
         self._interval = interval
         self._name = name
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
         self._ready: bool | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
-    def _run(self) -> None:
-        self._poll()
-        while not self._stopping.wait(self._interval):
-            self._poll()
+    async def _run(self) -> None:
+        while True:
+            await self._poll()
+            await asyncio.sleep(self._interval)
 
-    def _poll(self) -> None:
+    async def _poll(self) -> None:
         try:
-            ready = self._check()
+            ready = await self._check()
         except Exception:
             logger.exception("Readiness check %s raised; reporting not ready", self._name)
             ready = False

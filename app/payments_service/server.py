@@ -1,99 +1,162 @@
-"""The composition root: build the server from Settings, run it, shut it down gracefully."""
+"""The composition root: build the server from Settings, run it, shut it down gracefully.
+
+The server is grpc.aio on one asyncio event loop: a call holds no thread while its client
+sends its request, so slow or hostile clients cannot use up the server (see
+docs/reliability.md). The in-memory store is called directly on the loop; PostgreSQL goes
+through psycopg's asyncio pool.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import resource
 import signal
 import sys
-import threading
 from collections.abc import Sequence
-from concurrent import futures
 from dataclasses import dataclass
-from types import FrameType
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from payments_service import __version__, payments_pb2, payments_pb2_grpc
-from payments_service.config import ConfigurationError, Settings, load_settings, settings_help
+from payments_service.config import (
+    ConfigurationError,
+    ListenError,
+    Settings,
+    load_settings,
+    settings_help,
+)
 from payments_service.domain.validation import SUPPORTED_CURRENCIES
 from payments_service.observability.logging import configure_logging
 from payments_service.observability.telemetry import Telemetry
-from payments_service.readiness import ReadinessMonitor, SupportsPing
+from payments_service.readiness import ReadinessMonitor
 from payments_service.service import PaymentService
-from payments_service.storage import PaymentRepository
-from payments_service.storage.factory import create_repository
+from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
 from payments_service.storage.migrate import run_migrations
-from payments_service.transport.health_port import build_health_server
-from payments_service.transport.server_options import maximum_concurrent_rpcs, server_options
+from payments_service.transport.health import NOT_SERVING, SERVING, HealthService
+from payments_service.transport.interceptor import CallGate, CallInterceptor
+from payments_service.transport.server_options import health_server_options, server_options
 from payments_service.transport.servicer import SERVICE_NAME, PaymentServicer
 from payments_service.transport.tls import server_credentials
 
 logger = logging.getLogger(__name__)
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 #: The names the standard health service answers for: "" (the whole server) and the API.
 HEALTH_SERVICES = ("", SERVICE_NAME)
+#: Once the calls have drained, streams still open (health Watch, reflection) get this
+#: long before the server closes them.
+STREAMS_GRACE_SECONDS = 0.2
 
 
 @dataclass
 class PaymentServer:
     """A built, not yet started server and the parts its lifecycle needs."""
 
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: HealthService
+    gate: CallGate
     repository: PaymentRepository
+    telemetry: Telemetry
     #: The plaintext health-only server on HEALTH_PORT, when configured.
-    health_server: grpc.Server | None = None
+    health_server: grpc.aio.Server | None = None
     health_port: int | None = None
     #: Follows the database for the API's readiness; None when the store is in memory.
     readiness: ReadinessMonitor | None = None
-    #: Traces and metrics; /metrics starts with the server, spans are flushed at its stop.
-    telemetry: Telemetry | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start serving and report SERVING to health checks."""
-        if self.telemetry is not None:
-            self.telemetry.start()
+        await self.telemetry.start()
         if self.health_server is not None:
-            self.health_server.start()
-        self.server.start()
+            await self.health_server.start()
+        await self.server.start()
         for name in HEALTH_SERVICES:
             if self.readiness is None or name != SERVICE_NAME:
                 self.health.set(name, SERVING)
         if self.readiness is not None:
             self.readiness.start()  # SERVICE_NAME is SERVING while the database answers
 
-    def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, refuse new calls, let calls in flight finish within ``grace``."""
+    async def stop(self, grace: float) -> None:
+        """Shut down gracefully, within ``grace`` seconds for the calls.
+
+        Health checks say NOT_SERVING at once. The calls clients had already sent are
+        served; later ones get UNAVAILABLE; calls in progress, and those waiting their
+        turn, may finish within ``grace`` (see :meth:`CallGate.drain`). Then the ports
+        close (a GOAWAY tells clients to reconnect elsewhere), and the store and the
+        tracer are flushed and closed, each within a bound.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self.health.enter_graceful_shutdown()  # first: probes must see it at once
         if self.readiness is not None:
-            self.readiness.stop()  # may wait for a database ping in progress
-        self.server.stop(grace).wait()
+            await self.readiness.stop()
+        if not await self.gate.drain(grace):
+            logger.warning(
+                "%d call(s) still running after the grace period (%gs); cancelling them",
+                self.gate.admitted,
+                grace,
+            )
+        # No await between the drain's end and this: the loop has caught up right now.
+        remaining = max(0.0, deadline - loop.time())
+        await self.server.stop(min(remaining, STREAMS_GRACE_SECONDS))
         if self.health_server is not None:
-            self.health_server.stop(0).wait()
-        self.repository.close()
-        if self.telemetry is not None:
-            self.telemetry.shutdown()
+            await self.health_server.stop(0)
+        await self.repository.close()
+        await self.telemetry.shutdown()
 
 
-def build_server(
+async def open_store(settings: Settings, telemetry: Telemetry) -> PaymentRepository:
+    """The store STORAGE_BACKEND names: in memory, or PostgreSQL through a pool whose
+    queries become spans and whose gauges join /metrics."""
+    if settings.storage_backend == "memory":
+        logger.info("Creating InMemoryPaymentRepository...")
+        return InMemoryPaymentRepository()
+    # Imported here so the memory backend never loads the database driver.
+    from payments_service.storage.postgres import PostgresPaymentRepository
+
+    conninfo = settings.database_conninfo or ""  # Settings requires it with postgres
+    logger.info(
+        "Creating PostgresPaymentRepository (pool %d-%d, timeout %gs)...",
+        settings.database_pool_min_size,
+        settings.database_pool_max_size,
+        settings.database_timeout_seconds,
+    )
+    repository = await PostgresPaymentRepository.open(
+        conninfo,
+        min_size=settings.database_pool_min_size,
+        max_size=settings.database_pool_max_size,
+        timeout_seconds=settings.database_timeout_seconds,
+        tracer_provider=telemetry.tracer_provider,
+    )
+    telemetry.watch_pool(repository.pool_stats)
+    return repository
+
+
+def _bind(server: grpc.aio.Server, host: str, port: int, setting: str, **tls: object) -> int:
+    address = f"{host}:{port}"
+    credentials = tls.get("credentials")
+    try:
+        if isinstance(credentials, grpc.ServerCredentials):
+            return server.add_secure_port(address, credentials)
+        return server.add_insecure_port(address)
+    except RuntimeError:  # grpcio's only word for it: "Failed to bind to address ..."
+        raise ListenError.for_port(setting, host, port) from None
+
+
+async def build_server(
     settings: Settings,
     *,
     repository: PaymentRepository | None = None,
     telemetry: Telemetry | None = None,
 ) -> PaymentServer:
-    """Wire the service together and bind its port (port 0 picks a free one)."""
+    """Wire the service together and bind its ports (port 0 picks a free one)."""
     if telemetry is None:
         telemetry = Telemetry(settings)
     if repository is None:
-        repository = create_repository(
-            settings, tracer_provider=telemetry.tracer_provider, registry=telemetry.registry
-        )
+        repository = await open_store(settings, telemetry)
     logger.info("Creating PaymentService...")
     service = PaymentService(
         repository, telemetry.payment_observer(SUPPORTED_CURRENCIES, repository.count)
@@ -104,93 +167,110 @@ def build_server(
             for m in payments_pb2.DESCRIPTOR.services_by_name["PaymentService"].methods
         ]
     )
+    health = HealthService(HEALTH_SERVICES)
+    gate = CallGate(cap=settings.concurrency_cap, workers=settings.max_workers)
 
-    health_servicer = health.HealthServicer()
-    for name in HEALTH_SERVICES:
-        health_servicer.set(name, NOT_SERVING)
-
+    logger.info("Creating PaymentServiceGrpcServicer...")
+    servicer = PaymentServicer(service, health)
     logger.info("Creating gRPC server with %d workers...", settings.max_workers)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=settings.max_workers, thread_name_prefix="grpc-worker"
-        ),
-        # Outermost first: the server span, then the call interceptor (error mapping,
-        # undecodable requests, metrics, access log), which sees every way a call ends.
-        interceptors=telemetry.interceptors(),
-        options=server_options(settings),
-        maximum_concurrent_rpcs=maximum_concurrent_rpcs(settings),
+    descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    server = grpc.aio.server(
+        interceptors=[CallInterceptor(gate=gate, observer=telemetry.calls)],
+        options=server_options(settings, descriptor_limit=descriptors),
     )
     logger.info("Adding PaymentService servicer to server...")
-    payments_pb2_grpc.add_PaymentServiceServicer_to_server(
-        PaymentServicer(service, health_servicer), server
-    )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    payments_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if settings.reflection_enabled:
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        names = (SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            # reflection.aio: the asyncio servicer (exported only where grpc.aio exists).
+            reflection.aio.ReflectionServicer(names),  # type: ignore[attr-defined]
+            server,
         )
-
-    address = f"{settings.host}:{settings.port}"
-    credentials = server_credentials(settings)
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
+    port = _bind(
+        server, settings.host, settings.port, "PORT", credentials=server_credentials(settings)
+    )
     logger.info("Server bound to %s:%d", settings.host, port)
-    health_only = build_health_server(settings, health_servicer)
+
+    health_server = None
+    health_port = None
+    if settings.health_port:
+        health_server = grpc.aio.server(
+            interceptors=[CallInterceptor()], options=health_server_options(settings)
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+        health_port = _bind(
+            health_server, settings.health_bind_host, settings.health_port, "HEALTH_PORT"
+        )
+        logger.info(
+            "Health-only plaintext port bound to %s:%d", settings.health_bind_host, health_port
+        )
     return PaymentServer(
         server=server,
         port=port,
-        health=health_servicer,
+        health=health,
+        gate=gate,
         repository=repository,
-        health_server=health_only[0] if health_only else None,
-        health_port=health_only[1] if health_only else None,
-        readiness=_store_readiness(repository, health_servicer),
         telemetry=telemetry,
+        health_server=health_server,
+        health_port=health_port,
+        readiness=_store_readiness(repository, health),
     )
 
 
 def _store_readiness(
-    repository: PaymentRepository, health_servicer: health.HealthServicer
+    repository: PaymentRepository, health: HealthService
 ) -> ReadinessMonitor | None:
     """A monitor turning the API's health NOT_SERVING while the store is unreachable."""
-    if not isinstance(repository, SupportsPing):
+    ping = getattr(repository, "ping", None)
+    if ping is None:
         return None
 
     def report(ready: bool) -> None:
-        health_servicer.set(SERVICE_NAME, SERVING if ready else NOT_SERVING)
+        health.set(SERVICE_NAME, SERVING if ready else NOT_SERVING)
 
-    return ReadinessMonitor(repository.ping, report, name="database-readiness")
+    return ReadinessMonitor(ping, report, name="database-readiness")
 
 
-def serve(settings: Settings) -> None:
+async def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
     logger.info(
         "PaymentServer initialized (port=%d, workers=%d)", settings.port, settings.max_workers
     )
     logger.info("Starting payment microservice %s...", __version__)
-    stop_requested = threading.Event()
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
 
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("Received signal %s, initiating shutdown...", signal.Signals(signum).name)
+    def request_stop(signum: signal.Signals) -> None:
+        logger.info("Received signal %s, initiating shutdown...", signum.name)
         stop_requested.set()
 
     # Before the port is bound: a signal during start-up then also ends in a clean stop.
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, request_stop, signum)
 
-    app = build_server(settings)
-    app.start()
+    app = await build_server(settings)
+    await app.start()
     logger.info("✓ Payment microservice started successfully on port %d", app.port)
     logger.info("Server is ready to accept requests")
-    # Wake now and then: Python runs signal handlers only in the main thread, and a
-    # signal the kernel hands to another thread would not interrupt an untimed wait.
-    while not stop_requested.wait(timeout=0.5):
-        pass
+    await stop_requested.wait()
 
     logger.info("Stopping server (grace period: %gs)...", settings.grace_period_seconds)
-    app.stop(settings.grace_period_seconds)
+    await app.stop(settings.grace_period_seconds)
     logger.info("✓ Server stopped successfully")
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft limit on open files to the hard one (as Go programs do); returns it.
+
+    Each client connection takes a file descriptor; the default soft limit (often 1,024)
+    would otherwise cap connections far below what the process may have.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,6 +283,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", title="commands (default: serve)")
+    commands.add_parser("serve", help="serve the API until SIGTERM or SIGINT (the default)")
     commands.add_parser(
         "migrate",
         help="apply the database migrations to DATABASE_URL and exit (safe to repeat)",
@@ -220,17 +301,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if arguments.command == "migrate":
-        return run_migrations(settings)
-    if settings.migrate_on_startup and run_migrations(settings) != 0:
+        return run_migrations(
+            settings.database_conninfo, connect_timeout=settings.database_timeout_seconds
+        )
+    if settings.migrate_on_startup and (
+        run_migrations(
+            settings.database_conninfo, connect_timeout=settings.database_timeout_seconds
+        )
+        != 0
+    ):
         return 1
+    raise_descriptor_limit()
     try:
-        serve(settings)
-    except RuntimeError as error:  # grpcio raises RuntimeError when the port cannot be bound
+        asyncio.run(serve(settings))
+    except ListenError as error:
         logger.error("Cannot start: %s", error)
-        return 1
-    except OSError as error:  # METRICS_PORT cannot be bound
-        logger.error("Cannot start the metrics endpoint: %s", error)
-        return 1
+        return 2
     return 0
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import enum
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,11 +12,20 @@ from payments_service.domain.errors import (
     PaymentNotFoundError,
     ValidationError,
 )
-from payments_service.domain.payment import Payment
+from payments_service.domain.payment import Payment, PaymentRequest
 from payments_service.domain.validation import validate_payment_id, validate_payment_request
 from payments_service.storage.repository import PaymentRepository
 
 logger = logging.getLogger(__name__)
+
+
+class PaymentOutcome(enum.Enum):
+    """How a RequestPayment call ended. Values are the ``outcome`` label of the metrics."""
+
+    CREATED = "created"
+    REPLAYED = "replayed"
+    CONFLICT = "conflict"
+    INVALID = "invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +39,13 @@ class PaymentResult:
 class PaymentObserver(Protocol):
     """Sees the outcomes of payments (telemetry plugs in here)."""
 
-    def outcome(self, outcome: str, *, currency: str, amount_minor: int) -> None:
-        """RequestPayment ended: "created", "replayed", "conflict" or "invalid"."""
+    def outcome(self, outcome: PaymentOutcome, request: PaymentRequest) -> None:
+        """RequestPayment for ``request`` ended with ``outcome``."""
         ...
 
 
 class _Unobserved:
-    def outcome(self, outcome: str, *, currency: str, amount_minor: int) -> None:
+    def outcome(self, outcome: PaymentOutcome, request: PaymentRequest) -> None:
         return None
 
 
@@ -49,15 +58,7 @@ class PaymentService:
         self._repository = repository
         self._observer = observer or _Unobserved()
 
-    def request_payment(
-        self,
-        *,
-        amount_minor: int,
-        currency: str,
-        order_id: str,
-        idempotency_key: str,
-        metadata: Mapping[str, str],
-    ) -> PaymentResult:
+    async def request_payment(self, request: PaymentRequest) -> PaymentResult:
         """Create a payment, or replay the one stored for this idempotency key.
 
         Raises ValidationError for a malformed request (nothing is stored) and
@@ -65,20 +66,14 @@ class PaymentService:
         """
         observer = self._observer
         try:
-            request = validate_payment_request(
-                amount_minor=amount_minor,
-                currency=currency,
-                order_id=order_id,
-                idempotency_key=idempotency_key,
-                metadata=metadata,
-            )
+            validate_payment_request(request)
         except ValidationError:
-            observer.outcome("invalid", currency=currency, amount_minor=amount_minor)
+            observer.outcome(PaymentOutcome.INVALID, request)
             raise
         candidate = Payment.new(request)
-        stored = self._repository.add_if_absent(candidate)
+        stored = await self._repository.add_if_absent(candidate)
         if stored.payment_id == candidate.payment_id:
-            observer.outcome("created", currency=currency, amount_minor=amount_minor)
+            observer.outcome(PaymentOutcome.CREATED, request)
             logger.debug(
                 "Created payment %s (%s %d)",
                 stored.payment_id,
@@ -88,16 +83,16 @@ class PaymentService:
             return PaymentResult(stored, created=True)
         if stored.request_fingerprint != candidate.request_fingerprint:
             logger.debug("Refused reuse of the idempotency key of payment %s", stored.payment_id)
-            observer.outcome("conflict", currency=currency, amount_minor=amount_minor)
+            observer.outcome(PaymentOutcome.CONFLICT, request)
             raise IdempotencyKeyReusedError(stored.payment_id)
         logger.debug("Replayed payment %s", stored.payment_id)
-        observer.outcome("replayed", currency=currency, amount_minor=amount_minor)
+        observer.outcome(PaymentOutcome.REPLAYED, request)
         return PaymentResult(stored, created=False)
 
-    def get_payment(self, payment_id: str) -> Payment:
+    async def get_payment(self, payment_id: str) -> Payment:
         """The payment with this id. Raises ValidationError or PaymentNotFoundError."""
         canonical_id = validate_payment_id(payment_id)
-        payment = self._repository.get(canonical_id)
+        payment = await self._repository.get(canonical_id)
         if payment is None:
             raise PaymentNotFoundError(canonical_id)
         return payment

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -10,45 +10,56 @@ from payments_service.storage import InMemoryPaymentRepository, PaymentRepositor
 from payments_service.storage.postgres import PostgresPaymentRepository
 from tests.postgres_support import fresh_database
 
-RepositoryFactory = Callable[[], PaymentRepository]
+RepositoryFactory = Callable[[], Awaitable[PaymentRepository]]
 
 
-def _memory() -> Iterator[RepositoryFactory]:
-    yield InMemoryPaymentRepository
+async def _memory() -> AsyncIterator[RepositoryFactory]:
+    async def make() -> PaymentRepository:
+        return InMemoryPaymentRepository()
+
+    yield make
 
 
-def _postgres() -> Iterator[RepositoryFactory]:
+async def _postgres() -> AsyncIterator[RepositoryFactory]:
     # A database of its own per test, migrated, dropped afterwards (see postgres_support).
     with fresh_database() as url:
-        yield lambda: PostgresPaymentRepository(url, min_size=1, max_size=16, timeout_seconds=5)
+
+        async def make() -> PaymentRepository:
+            return await PostgresPaymentRepository.open(
+                url, min_size=1, max_size=16, timeout_seconds=5
+            )
+
+        yield make
 
 
-#: Implementation name -> a generator yielding a factory of empty repositories.
-IMPLEMENTATIONS: dict[str, Callable[[], Iterator[RepositoryFactory]]] = {
+#: Implementation name -> an async generator yielding a factory of empty repositories.
+IMPLEMENTATIONS: dict[str, Callable[[], AsyncIterator[RepositoryFactory]]] = {
     "memory": _memory,
     "postgres": _postgres,
 }
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def repository_factory(request: pytest.FixtureRequest) -> Iterator[RepositoryFactory]:
+async def repository_factory(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[RepositoryFactory]:
     """Makes empty repositories of one implementation; each is closed after the test."""
     made: list[PaymentRepository] = []
+    implementation = IMPLEMENTATIONS[request.param]()
+    factory = await anext(implementation)
 
-    def make() -> PaymentRepository:
-        repository = factory()
+    async def make() -> PaymentRepository:
+        repository = await factory()
         made.append(repository)
         return repository
 
-    implementation = IMPLEMENTATIONS[request.param]()
-    factory = next(implementation)
     yield make
     for repository in made:
-        repository.close()
-    implementation.close()
+        await repository.close()
+    await implementation.aclose()
 
 
 @pytest.fixture
-def repository(repository_factory: RepositoryFactory) -> PaymentRepository:
+async def repository(repository_factory: RepositoryFactory) -> PaymentRepository:
     """An empty repository of the implementation under test."""
-    return repository_factory()
+    return await repository_factory()

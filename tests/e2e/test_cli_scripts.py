@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from payments_service.server import PaymentServer
-from tests.conftest import free_port
+from tests.conftest import RunningServer, free_port
 from tests.e2e.chart_support import manifests, objects_of, render
 from tests.e2e.test_compose import compose
 from tests.e2e.test_dockerfile import values_of
@@ -43,7 +42,7 @@ def json_documents(output: str) -> list[dict[str, object]]:
 
 
 def test_dockerfile_healthcheck_asks_the_api_port_or_the_health_port(
-    server: PaymentServer,
+    server: RunningServer,
 ) -> None:
     (healthcheck,) = values_of("HEALTHCHECK")
     command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
@@ -55,7 +54,7 @@ def test_dockerfile_healthcheck_asks_the_api_port_or_the_health_port(
     assert elsewhere.returncode != 0
 
 
-def test_helm_test_pod_script_passes_against_a_server(server: PaymentServer) -> None:
+def test_helm_test_pod_script_passes_against_a_server(server: RunningServer) -> None:
     (pod,) = objects_of(manifests(render()), "Pod")
     (container,) = pod["spec"]["containers"]
     script = container["args"][0].replace("payments-service:7000", f"127.0.0.1:{server.port}")
@@ -66,7 +65,7 @@ def test_helm_test_pod_script_passes_against_a_server(server: PaymentServer) -> 
     assert answers[1]["payment_id"]
 
 
-def test_compose_test_client_replays_the_same_payment(server: PaymentServer) -> None:
+def test_compose_test_client_replays_the_same_payment(server: RunningServer) -> None:
     client = compose({"PORT": str(server.port)})["services"]["test-client"]
     script = client["command"][0].replace("payment-service:", "127.0.0.1:")
     result = run_shell([*client["entrypoint"], script])

@@ -9,8 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from payments_service.server import PaymentServer
-from tests.conftest import require_tool
+from tests.conftest import RunningServer, require_tool
 
 pytestmark = pytest.mark.tools
 
@@ -18,7 +17,7 @@ Grpcurl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def grpcurl(server: PaymentServer) -> Grpcurl:
+def grpcurl(server: RunningServer) -> Grpcurl:
     """Runs grpcurl -plaintext against the test server: grpcurl(*args, data=None)."""
     binary = require_tool("grpcurl")
 

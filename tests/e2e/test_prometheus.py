@@ -25,8 +25,14 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from payments_service.server import build_server
-from tests.conftest import ROOT, free_port, make_settings, require_tool, wait_for_port
+from tests.conftest import (
+    ROOT,
+    free_port,
+    make_settings,
+    require_tool,
+    running_server,
+    wait_for_port,
+)
 from tests.otlp_receiver import TraceReceiver, running_receiver
 
 pytestmark = pytest.mark.tools
@@ -131,28 +137,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             metrics_port=free_port(),
             otel_exporter_otlp_endpoint=f"http://127.0.0.1:{receiver_port}",
         )
-        app = build_server(settings)
-        app.start()
-        assert app.telemetry is not None
-        assert app.telemetry.tracer_provider is not None
-        process, port = _start_prometheus(prometheus, workdir, settings.metrics_port)
-        try:
-            wait_for_port(port, timeout=30)
-            result = Stack(
-                prometheus=f"http://127.0.0.1:{port}",
-                metrics_url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
-                receiver=receiver,
-                promtool=promtool,
-            )
-            _wait_for_scrape(result, 0)  # a first scrape before the calls: rates see them
-            _make_calls(app.port)
-            app.telemetry.tracer_provider.force_flush()
-            _wait_for_scrape(result, sum(EXPECTED_HANDLED.values()))
-            yield result
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-            app.stop(0)
+        with running_server(settings) as app:
+            tracer_provider = app.app.telemetry.tracer_provider
+            assert tracer_provider is not None
+            process, port = _start_prometheus(prometheus, workdir, settings.metrics_port)
+            try:
+                wait_for_port(port, timeout=30)
+                result = Stack(
+                    prometheus=f"http://127.0.0.1:{port}",
+                    metrics_url=f"http://127.0.0.1:{settings.metrics_port}/metrics",
+                    receiver=receiver,
+                    promtool=promtool,
+                )
+                _wait_for_scrape(result, 0)  # a first scrape before the calls: rates see them
+                _make_calls(app.port)
+                tracer_provider.force_flush()
+                _wait_for_scrape(result, sum(EXPECTED_HANDLED.values()))
+                yield result
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
 
 
 def _wait_for_scrape(stack: Stack, total: int, timeout: float = 60.0) -> None:

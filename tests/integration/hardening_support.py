@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from typing import Any
@@ -24,20 +25,26 @@ def valid_request(key: str | None = None, **changes: Any) -> payments_pb2.Reques
 
 
 class GatedRepository(InMemoryPaymentRepository):
-    """The real in-memory store, but every insert waits until :attr:`gate` opens.
+    """The real in-memory store, but every insert waits until :meth:`open` is called.
 
-    Lets a test hold calls inside the server (occupying worker threads) at will.
+    Lets a test hold calls inside the server (occupying its MAX_WORKERS slots) at will.
+    Build it on the server's event loop (pass the class as the ``repository`` factory).
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.gate = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self._gate = asyncio.Event()
         self._entered = threading.Semaphore(0)
 
-    def add_if_absent(self, payment: Payment) -> Payment:
+    def open(self) -> None:
+        """Let every waiting and later insert through (callable from any thread)."""
+        self._loop.call_soon_threadsafe(self._gate.set)
+
+    async def add_if_absent(self, payment: Payment) -> Payment:
         self._entered.release()
-        self.gate.wait(timeout=30)
-        return super().add_if_absent(payment)
+        await asyncio.wait_for(self._gate.wait(), timeout=30)
+        return await super().add_if_absent(payment)
 
     def wait_entered(self, calls: int, timeout: float = 10.0) -> None:
         """Block until ``calls`` more inserts have reached the gate."""

@@ -18,9 +18,8 @@ from grpc_status import rpc_status
 from payments_service import payments_pb2
 from payments_service.domain.payment import Payment
 from payments_service.payments_pb2_grpc import PaymentServiceStub
-from payments_service.server import PaymentServer
 from payments_service.storage import InMemoryPaymentRepository
-from tests.conftest import make_settings
+from tests.conftest import RunningServer, make_settings
 
 PENDING = payments_pb2.PAYMENT_STATUS_PENDING
 
@@ -75,14 +74,14 @@ def test_get_payment_accepts_an_upper_case_id(stub: PaymentServiceStub) -> None:
 
 
 def test_same_key_and_request_replays_the_original(
-    stub: PaymentServiceStub, server: PaymentServer
+    stub: PaymentServiceStub, server: RunningServer
 ) -> None:
     request = payment_request()
     first = stub.RequestPayment(request)
     second = stub.RequestPayment(request)
     assert second.payment_id == first.payment_id
     assert "replay" in second.message
-    assert server.repository.count() == 1
+    assert server.count() == 1
 
 
 def test_metadata_order_does_not_matter_for_a_replay(stub: PaymentServiceStub) -> None:
@@ -102,7 +101,7 @@ def test_metadata_order_does_not_matter_for_a_replay(stub: PaymentServiceStub) -
     ],
 )
 def test_same_key_with_a_different_request_is_refused(
-    stub: PaymentServiceStub, server: PaymentServer, change: dict[str, Any]
+    stub: PaymentServiceStub, server: RunningServer, change: dict[str, Any]
 ) -> None:
     key = f"key-{uuid.uuid4()}"
     original = stub.RequestPayment(payment_request(idempotency_key=key))
@@ -117,11 +116,11 @@ def test_same_key_with_a_different_request_is_refused(
     stored = stub.GetPayment(payments_pb2.GetPaymentRequest(payment_id=original.payment_id))
     assert stored.amount_minor == 1250
     assert stored.currency == "USD"
-    assert server.repository.count() == 1
+    assert server.count() == 1
 
 
 def test_invalid_request_lists_every_field_violation(
-    stub: PaymentServiceStub, server: PaymentServer
+    stub: PaymentServiceStub, server: RunningServer
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.RequestPayment(
@@ -138,7 +137,7 @@ def test_invalid_request_lists_every_field_violation(
     violated = [v.field for v in details["BadRequest"].field_violations]
     assert violated == ["amount_minor", "currency", "order_id", "idempotency_key"]
     assert all(v.description for v in details["BadRequest"].field_violations)
-    assert server.repository.count() == 0
+    assert server.count() == 0
 
 
 def test_a_refused_request_does_not_burn_its_key(stub: PaymentServiceStub) -> None:
@@ -186,7 +185,7 @@ def test_standard_health_service_tracks_the_lifecycle(server_factory: Any) -> No
             health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
-        app.health.enter_graceful_shutdown()  # what stop() does first
+        app.enter_graceful_shutdown()  # what stop() does first
         for service in ("", "payments.v1.PaymentService"):
             answer = health.Check(health_pb2.HealthCheckRequest(service=service))
             assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -202,7 +201,7 @@ def _listed_services(port: int) -> list[str]:
         return sorted(s.name for s in answer.list_services_response.service)
 
 
-def test_reflection_is_on_by_default(server: PaymentServer) -> None:
+def test_reflection_is_on_by_default(server: RunningServer) -> None:
     assert _listed_services(server.port) == [
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -218,7 +217,7 @@ def test_reflection_can_be_turned_off(server_factory: Any) -> None:
 
 
 def test_concurrent_identical_requests_make_exactly_one_payment(
-    stub: PaymentServiceStub, server: PaymentServer
+    stub: PaymentServiceStub, server: RunningServer
 ) -> None:
     request = payment_request()
     callers = 64
@@ -233,13 +232,13 @@ def test_concurrent_identical_requests_make_exactly_one_payment(
 
     assert len(payment_ids) == callers
     assert len(set(payment_ids)) == 1
-    assert server.repository.count() == 1
+    assert server.count() == 1
 
 
 class _ExplodingRepository(InMemoryPaymentRepository):
     """A store with a bug: stands in for any unexpected exception inside a handler."""
 
-    def add_if_absent(self, payment: Payment) -> Payment:
+    async def add_if_absent(self, payment: Payment) -> Payment:
         raise RuntimeError("boom: secret-internal-detail")
 
 

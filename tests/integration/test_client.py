@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 
-from payments_service.server import PaymentServer
+from tests.conftest import RunningServer
 
 
 def client(server_port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,7 +27,7 @@ def client(server_port: int, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_health_prints_serving_and_exits_0(server: PaymentServer) -> None:
+def test_health_prints_serving_and_exits_0(server: RunningServer) -> None:
     result = client(server.port, "health")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"status": "SERVING"}
@@ -35,14 +35,14 @@ def test_health_prints_serving_and_exits_0(server: PaymentServer) -> None:
     assert ready.returncode == 0
 
 
-def test_health_exits_3_when_not_serving(server: PaymentServer) -> None:
-    server.health.enter_graceful_shutdown()
+def test_health_exits_3_when_not_serving(server: RunningServer) -> None:
+    server.enter_graceful_shutdown()
     result = client(server.port, "health")
     assert result.returncode == 3
     assert json.loads(result.stdout) == {"status": "NOT_SERVING"}
 
 
-def test_request_then_get_round_trip_with_replay(server: PaymentServer) -> None:
+def test_request_then_get_round_trip_with_replay(server: RunningServer) -> None:
     key = f"cli-{uuid.uuid4()}"
     args = (
         "request",
@@ -74,14 +74,14 @@ def test_request_then_get_round_trip_with_replay(server: PaymentServer) -> None:
     assert payment["amount_minor"] == "1250"
 
 
-def test_request_without_key_generates_one(server: PaymentServer) -> None:
+def test_request_without_key_generates_one(server: RunningServer) -> None:
     args = ("request", "--amount", "5", "--currency", "EUR", "--order", "o-1")
     first = json.loads(client(server.port, *args).stdout)
     second = json.loads(client(server.port, *args).stdout)
     assert first["payment_id"] != second["payment_id"]
 
 
-def test_errors_show_code_message_and_field_violations(server: PaymentServer) -> None:
+def test_errors_show_code_message_and_field_violations(server: RunningServer) -> None:
     result = client(
         server.port, "request", "--amount", "0", "--currency", "usd", "--order", "o", "--key", "k"
     )

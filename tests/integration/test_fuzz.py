@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 
 from payments_service import payments_pb2
 from payments_service.domain.validation import SUPPORTED_CURRENCIES
-from payments_service.server import PaymentServer, build_server
-from tests.conftest import free_port, make_settings
+from tests.conftest import RunningServer, free_port, make_settings, running_server
 
 REQUEST_PAYMENT = "/payments.v1.PaymentService/RequestPayment"
 GET_PAYMENT = "/payments.v1.PaymentService/GetPayment"
@@ -53,14 +52,15 @@ class Tally:
 
 
 @pytest.fixture(scope="module")
-def fuzz_target() -> Iterator[tuple[PaymentServer, grpc.Channel]]:
+def fuzz_target() -> Iterator[tuple[RunningServer, grpc.Channel]]:
     # Tracing off: it would double the CPU per call; the calls still pass the interceptor
     # that maps errors and counts metrics, and other tests cover what telemetry records.
-    app = build_server(make_settings(port=free_port(), max_workers=4, otel_sdk_disabled=True))
-    app.start()
-    with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+    settings = make_settings(port=free_port(), max_workers=4, otel_sdk_disabled=True)
+    with (
+        running_server(settings) as app,
+        grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+    ):
         yield app, channel
-    app.stop(0)
 
 
 def _call(channel: grpc.Channel, method: str, payload: bytes) -> grpc.StatusCode:
@@ -133,7 +133,7 @@ def fuzz_settings(kind: str) -> settings:
 # ~25 s on an idle 2-core machine; the margin is for machines busy with other work.
 @pytest.mark.timeout(300)
 def test_generated_requests_get_only_documented_codes(
-    fuzz_target: tuple[PaymentServer, grpc.Channel],
+    fuzz_target: tuple[RunningServer, grpc.Channel],
 ) -> None:
     app, channel = fuzz_target
     tally = Tally()
@@ -189,4 +189,4 @@ def test_generated_requests_get_only_documented_codes(
     assert tally.codes["oversized RESOURCE_EXHAUSTED"] == CASES["oversized"]
     health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
-    assert app.repository.count() == len(tally.accepted_keys)
+    assert app.count() == len(tally.accepted_keys)

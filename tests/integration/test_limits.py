@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service.payments_pb2_grpc import PaymentServiceStub
-from payments_service.server import PaymentServer
-from tests.conftest import free_port, make_settings
+from tests.conftest import RunningServer, ServerFactory, free_port, make_settings
 from tests.integration.hardening_support import GatedRepository, valid_request
 
-ServerFactory = Callable[..., PaymentServer]
 
-
-def _stub(app: PaymentServer, options: list[tuple[str, int]] | None = None) -> PaymentServiceStub:
+def _stub(app: RunningServer, options: list[tuple[str, int]] | None = None) -> PaymentServiceStub:
     channel = grpc.insecure_channel(f"127.0.0.1:{app.port}", options=options or [])
     return PaymentServiceStub(channel)
 
@@ -34,12 +30,12 @@ def test_a_request_over_the_size_limit_is_refused_and_nothing_is_stored(
         stub.RequestPayment(oversized)
 
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert app.repository.count() == 0
+    assert app.count() == 0
     stub.RequestPayment(valid_request(metadata={"note": "x" * 400}))
-    assert app.repository.count() == 1
+    assert app.count() == 1
 
 
-def test_the_default_size_limit_is_64_kib(server: PaymentServer) -> None:
+def test_the_default_size_limit_is_64_kib(server: RunningServer) -> None:
     stub = _stub(server)
     oversized = valid_request(metadata={f"k{i}": "v" * 500 for i in range(140)})
     assert oversized.ByteSize() > 64 * 1024
@@ -48,17 +44,18 @@ def test_the_default_size_limit_is_64_kib(server: PaymentServer) -> None:
         stub.RequestPayment(oversized)
 
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert server.repository.count() == 0
+    assert server.count() == 0
 
 
 def test_calls_past_the_concurrency_cap_are_refused_not_queued(
     server_factory: ServerFactory,
 ) -> None:
-    repository = GatedRepository()
     app = server_factory(
         make_settings(port=free_port(), max_workers=4, max_concurrent_rpcs=2),
-        repository=repository,
+        repository=GatedRepository,
     )
+    repository = app.app.repository
+    assert isinstance(repository, GatedRepository)
     stub = _stub(app)
     held = [stub.RequestPayment.future(valid_request()) for _ in range(2)]
     repository.wait_entered(2)
@@ -67,12 +64,12 @@ def test_calls_past_the_concurrency_cap_are_refused_not_queued(
         stub.RequestPayment(valid_request(), timeout=10)
 
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    repository.gate.set()
+    repository.open()
     for call in held:
         call.result(timeout=10)
-    assert repository.count() == 2
+    assert app.count() == 2
     stub.RequestPayment(valid_request(), timeout=10)  # capacity is back once calls finish
-    assert repository.count() == 3
+    assert app.count() == 3
 
 
 def _check(port: int, service: str = "", timeout: float = 2.0) -> int:
@@ -88,8 +85,8 @@ def _check(port: int, service: str = "", timeout: float = 2.0) -> int:
 SATURATED = {
     # The only slot under MAX_CONCURRENT_RPCS is taken: the probe is refused at once.
     "concurrency cap": ({"max_workers": 4, "max_concurrent_rpcs": 1}, "RESOURCE_EXHAUSTED"),
-    # No cap, but the only worker thread is busy: the probe queues past its timeout.
-    "worker threads": ({"max_workers": 1, "max_concurrent_rpcs": 0}, "DEADLINE_EXCEEDED"),
+    # No cap, but the only worker slot is busy: the probe waits its turn past its timeout.
+    "workers": ({"max_workers": 1, "max_concurrent_rpcs": 0}, "DEADLINE_EXCEEDED"),
 }
 
 
@@ -98,11 +95,13 @@ def test_probes_on_the_health_port_pass_while_the_api_port_is_saturated(
     server_factory: ServerFactory, limits: dict[str, int], on_api_port: str
 ) -> None:
     """Why the chart probes HEALTH_PORT: on the API port a burst fails the liveness probe
-    and the kubelet restarts a healthy pod; the health port has its own threads, no cap."""
-    repository = GatedRepository()
+    and the kubelet restarts a healthy pod; the health port has no cap and no workers limit."""
     app = server_factory(
-        make_settings(port=free_port(), health_port=free_port(), **limits), repository=repository
+        make_settings(port=free_port(), health_port=free_port(), **limits),
+        repository=GatedRepository,
     )
+    repository = app.app.repository
+    assert isinstance(repository, GatedRepository)
     assert app.health_port is not None
     held = _stub(app).RequestPayment.future(valid_request())
     repository.wait_entered(1)  # the API port's only slot is now held by a blocked call
@@ -114,7 +113,7 @@ def test_probes_on_the_health_port_pass_while_the_api_port_is_saturated(
             for _probe in range(3):
                 assert _check(app.health_port, service) == health_pb2.HealthCheckResponse.SERVING
     finally:
-        repository.gate.set()
+        repository.open()
     held.result(timeout=10)
     assert _check(app.port) == health_pb2.HealthCheckResponse.SERVING  # and the API recovers
 
@@ -122,35 +121,37 @@ def test_probes_on_the_health_port_pass_while_the_api_port_is_saturated(
 def test_a_call_whose_deadline_passed_while_queued_does_no_work(
     server_factory: ServerFactory,
 ) -> None:
-    repository = GatedRepository()
-    app = server_factory(make_settings(port=free_port(), max_workers=1), repository=repository)
+    app = server_factory(make_settings(port=free_port(), max_workers=1), repository=GatedRepository)
+    repository = app.app.repository
+    assert isinstance(repository, GatedRepository)
     stub = _stub(app)
     blocker = stub.RequestPayment.future(valid_request())
-    repository.wait_entered(1)  # the only worker thread is now busy
+    repository.wait_entered(1)  # the only worker slot is now busy
 
     with pytest.raises(grpc.RpcError) as expired:
         stub.RequestPayment(valid_request("late-key-0001"), timeout=0.3)
 
     assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    repository.gate.set()
+    repository.open()
     blocker.result(timeout=10)
-    # The worker is free again; a call after the expired one proves the queue drained.
+    # The slot is free again; a call after the expired one proves the queue drained.
     stub.RequestPayment(valid_request(), timeout=10)
-    assert repository.count() == 2, "the expired call must not have stored a payment"
+    assert app.count() == 2, "the expired call must not have stored a payment"
 
 
 def test_a_retry_after_deadline_exceeded_yields_exactly_one_payment(
     server_factory: ServerFactory,
 ) -> None:
-    repository = GatedRepository()
-    app = server_factory(make_settings(port=free_port()), repository=repository)
+    app = server_factory(make_settings(port=free_port()), repository=GatedRepository)
+    repository = app.app.repository
+    assert isinstance(repository, GatedRepository)
     stub = _stub(app)
     request = valid_request("retry-after-deadline-1")
     timed_out = threading.Event()
 
     def release_after_timeout() -> None:
         timed_out.wait(timeout=10)
-        repository.gate.set()
+        repository.open()
 
     releaser = threading.Thread(target=release_after_timeout)
     releaser.start()
@@ -163,7 +164,7 @@ def test_a_retry_after_deadline_exceeded_yields_exactly_one_payment(
     first = stub.RequestPayment(request, timeout=10)
     second = stub.RequestPayment(request, timeout=10)
     assert first.payment_id == second.payment_id
-    assert repository.count() == 1
+    assert app.count() == 1
 
 
 def _wait_for_state(
@@ -197,10 +198,10 @@ def test_connections_are_closed_after_the_maximum_age_and_clients_reconnect(
         # The server's GOAWAY at the maximum age drops the connection (channel goes IDLE).
         assert _wait_for_state(channel, grpc.ChannelConnectivity.IDLE, timeout=15)
         stub.RequestPayment(valid_request(), timeout=10)  # and the client simply reconnects
-    assert app.repository.count() == 2
+    assert app.count() == 2
 
 
-def test_a_client_pinging_too_often_is_sent_away(server: PaymentServer) -> None:
+def test_a_client_pinging_too_often_is_sent_away(server: RunningServer) -> None:
     abusive = [
         ("grpc.keepalive_time_ms", 100),
         ("grpc.keepalive_permit_without_calls", 1),

@@ -7,8 +7,7 @@ from collections.abc import Callable
 import grpc
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from payments_service.server import PaymentServer
-from tests.conftest import free_port, make_settings
+from tests.conftest import ServerFactory, free_port, make_settings
 from tests.integration.test_tracing import FaultyRepository
 
 SERVICE = "payments.v1.PaymentService"
@@ -21,11 +20,11 @@ def _request(key: str) -> payments_pb2.RequestPaymentRequest:
 
 
 def test_each_way_a_call_ends_is_counted_once_with_the_clients_code(
-    server_factory: Callable[..., PaymentServer],
+    server_factory: ServerFactory,
 ) -> None:
-    app = server_factory(make_settings(metrics_port=free_port()), repository=FaultyRepository())
-    assert app.telemetry is not None and app.telemetry.registry is not None
-    registry = app.telemetry.registry
+    app = server_factory(make_settings(metrics_port=free_port()), repository=FaultyRepository)
+    assert app.app.telemetry.registry is not None
+    registry = app.app.telemetry.registry
     received: list[grpc.StatusCode] = []
     with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         stub = payments_pb2_grpc.PaymentServiceStub(channel)

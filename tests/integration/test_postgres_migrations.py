@@ -123,15 +123,17 @@ def test_server_with_migrate_on_startup_creates_the_schema_and_serves(
     assert _history(empty_database) == _expected_history()
 
 
-def test_server_without_schema_reports_unavailable_not_internal(empty_database: str) -> None:
+async def test_server_without_schema_reports_unavailable_not_internal(
+    empty_database: str,
+) -> None:
     # Forgetting to migrate is an operator error the caller cannot fix: UNAVAILABLE,
     # with the cause in the server log.
-    repository = PostgresPaymentRepository(empty_database, min_size=0, max_size=2)
+    repository = await PostgresPaymentRepository.open(empty_database, min_size=0, max_size=2)
     payment = Payment.new(
         PaymentRequest(amount_minor=1, currency="USD", order_id="o", idempotency_key="k" * 8)
     )
     try:
         with pytest.raises(StoreUnavailableError):
-            repository.add_if_absent(payment)
+            await repository.add_if_absent(payment)
     finally:
-        repository.close()
+        await repository.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -18,8 +18,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from payments_service.server import PaymentServer
-from tests.conftest import make_settings
+from tests.conftest import RunningServer, ServerFactory, make_settings
 from tests.postgres_support import (
     NOT_SERVING,
     SERVING,
@@ -48,9 +47,7 @@ def proxy(database_url: str) -> Iterator[TcpProxy]:
     proxy.cut()
 
 
-def _server(
-    server_factory: Callable[..., PaymentServer], database_url: str, proxy: TcpProxy
-) -> PaymentServer:
+def _server(server_factory: ServerFactory, database_url: str, proxy: TcpProxy) -> RunningServer:
     settings = make_settings(
         storage_backend="postgres",
         database_url=make_conninfo(database_url, host="127.0.0.1", port=proxy.port),
@@ -78,7 +75,7 @@ def _call(stub: payments_pb2_grpc.PaymentServiceStub, key: str) -> Outcome:
 
 
 def test_outage_gives_unavailable_flips_readiness_and_recovers_without_loss(
-    server_factory: Callable[..., PaymentServer], database_url: str, proxy: TcpProxy
+    server_factory: ServerFactory, database_url: str, proxy: TcpProxy
 ) -> None:
     app = _server(server_factory, database_url, proxy)
     outcomes: list[Outcome] = []
@@ -140,7 +137,7 @@ def test_outage_gives_unavailable_flips_readiness_and_recovers_without_loss(
 
 
 def test_a_query_stuck_behind_a_lock_times_out_as_unavailable(
-    server_factory: Callable[..., PaymentServer], database_url: str, proxy: TcpProxy
+    server_factory: ServerFactory, database_url: str, proxy: TcpProxy
 ) -> None:
     app = _server(server_factory, database_url, proxy)
     with (

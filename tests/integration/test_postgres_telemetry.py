@@ -3,9 +3,9 @@ and its group commit."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import psycopg
@@ -15,9 +15,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from payments_service import payments_pb2, payments_pb2_grpc
 from payments_service.domain.payment import Payment, PaymentRequest
-from payments_service.server import build_server
 from payments_service.storage.postgres import PostgresPaymentRepository
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port, make_settings, running_server
 from tests.otlp_receiver import running_receiver
 from tests.postgres_support import rows, wait_until_ready
 
@@ -31,9 +30,7 @@ def test_queries_are_client_spans_under_the_rpc_span(database_url: str) -> None:
             database_url=database_url,
             otel_exporter_otlp_endpoint=f"http://127.0.0.1:{receiver_port}",
         )
-        app = build_server(settings)
-        app.start()
-        try:
+        with running_server(settings) as app:  # stopping it flushes the spans
             wait_until_ready(app.port)
             with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
                 stub = payments_pb2_grpc.PaymentServiceStub(channel)
@@ -46,8 +43,6 @@ def test_queries_are_client_spans_under_the_rpc_span(database_url: str) -> None:
                     ),
                     timeout=10,
                 )
-        finally:
-            app.stop(0)  # flushes the spans
         spans = receiver.spans()
 
     rpc = [s for s in spans if s.name == "payments.v1.PaymentService/RequestPayment"]
@@ -76,14 +71,10 @@ def test_pool_gauges_are_in_metrics(database_url: str) -> None:
         database_pool_max_size=7,
         metrics_port=metrics_port,
     )
-    app = build_server(settings)
-    app.start()
-    try:
+    with running_server(settings) as app:
         wait_until_ready(app.port)
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
             text = r.read().decode()
-    finally:
-        app.stop(0)
     samples = dict(
         line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("payments_db_pool_")
     )
@@ -94,7 +85,9 @@ def test_pool_gauges_are_in_metrics(database_url: str) -> None:
     assert "payments_db_pool_waiting_requests" in samples
 
 
-def test_group_commit_keeps_one_payment_per_key_in_mixed_batches(database_url: str) -> None:
+async def test_group_commit_keeps_one_payment_per_key_in_mixed_batches(
+    database_url: str,
+) -> None:
     # 320 concurrent inserts over 20 keys: batches mix new keys, keys taken earlier and
     # several candidates of one key; each key must end with exactly one payment.
     keys = [f"batch-key-{i:03d}" for i in range(20)]
@@ -102,12 +95,11 @@ def test_group_commit_keeps_one_payment_per_key_in_mixed_batches(database_url: s
         Payment.new(PaymentRequest(100 + i % 20, "USD", "order-b", keys[i % 20]))
         for i in range(320)
     ]
-    repository = PostgresPaymentRepository(database_url, min_size=1, max_size=8)
+    repository = await PostgresPaymentRepository.open(database_url, min_size=1, max_size=8)
     try:
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            stored = list(pool.map(repository.add_if_absent, candidates))
+        stored = await asyncio.gather(*(repository.add_if_absent(c) for c in candidates))
     finally:
-        repository.close()
+        await repository.close()
     winners: dict[str, set[str]] = {}
     for payment in stored:
         winners.setdefault(payment.idempotency_key, set()).add(payment.payment_id)
@@ -117,21 +109,23 @@ def test_group_commit_keeps_one_payment_per_key_in_mixed_batches(database_url: s
     assert in_database == {key: ids.pop() for key, ids in winners.items()}
 
 
-def test_payments_stored_is_exact_when_small_and_postgres_estimate_when_large(
+async def test_payments_stored_is_exact_when_small_and_postgres_estimate_when_large(
     database_url: str,
 ) -> None:
     """A scrape must not count a large table row by row: above the limit the gauge reads
     PostgreSQL's estimate, which ANALYZE (or autovacuum) refreshes."""
-    store = PostgresPaymentRepository(database_url, min_size=1, max_size=2, exact_count_limit=5)
+    store = await PostgresPaymentRepository.open(
+        database_url, min_size=1, max_size=2, exact_count_limit=5
+    )
     try:
         for i in range(10):
-            store.add_if_absent(Payment.new(PaymentRequest(100, "USD", "o", f"stored-{i:04}")))
-        assert store.count() == 10  # never analysed yet: counted exactly
+            await store.add_if_absent(Payment.new(PaymentRequest(100, "USD", "o", f"s-{i:04}")))
+        assert await store.count() == 10  # never analysed yet: counted exactly
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("ANALYZE payments")
         for i in range(10, 13):
-            store.add_if_absent(Payment.new(PaymentRequest(100, "USD", "o", f"stored-{i:04}")))
+            await store.add_if_absent(Payment.new(PaymentRequest(100, "USD", "o", f"s-{i:04}")))
         assert rows(database_url, "SELECT count(*) FROM payments") == [(13,)]
-        assert store.count() == 10  # 10 >= the limit: the estimate, not a count
+        assert await store.count() == 10  # 10 >= the limit: the estimate, not a count
     finally:
-        store.close()
+        await store.close()

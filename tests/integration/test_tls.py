@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +10,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service.payments_pb2_grpc import PaymentServiceStub
-from payments_service.server import PaymentServer
-from tests.conftest import free_port, make_settings
+from tests.conftest import RunningServer, ServerFactory, free_port, make_settings
 from tests.integration.certificates import CertificateAuthority, Issued
 from tests.integration.hardening_support import valid_request
 
-ServerFactory = Callable[..., PaymentServer]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -32,7 +29,7 @@ def server_certificate(authority: CertificateAuthority) -> Issued:
 
 def _tls_server(
     server_factory: ServerFactory, certificate: Issued, **overrides: Any
-) -> PaymentServer:
+) -> RunningServer:
     settings = make_settings(
         port=free_port(),
         tls_cert_file=certificate.certificate_file,
@@ -43,7 +40,7 @@ def _tls_server(
 
 
 def _call_over_tls(
-    app: PaymentServer, authority: CertificateAuthority, client: Issued | None = None
+    app: RunningServer, authority: CertificateAuthority, client: Issued | None = None
 ) -> str:
     credentials = grpc.ssl_channel_credentials(
         root_certificates=authority.pem,
@@ -54,7 +51,7 @@ def _call_over_tls(
         return str(PaymentServiceStub(channel).RequestPayment(valid_request(), timeout=5).message)
 
 
-def _call_in_plaintext(app: PaymentServer) -> None:
+def _call_in_plaintext(app: RunningServer) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         PaymentServiceStub(channel).RequestPayment(valid_request(), timeout=5)
 
@@ -68,7 +65,7 @@ def test_a_tls_client_is_served_and_a_plaintext_client_is_not(
     with pytest.raises(grpc.RpcError) as plaintext:
         _call_in_plaintext(app)
     assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert app.repository.count() == 1
+    assert app.count() == 1
 
 
 def test_a_client_that_does_not_trust_the_server_certificate_is_refused(
@@ -97,7 +94,7 @@ def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
         with pytest.raises(grpc.RpcError) as refused:
             _call_over_tls(app, authority, client)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert app.repository.count() == 1
+    assert app.count() == 1
 
 
 def test_probes_pass_on_the_plaintext_health_port_which_serves_nothing_else(
@@ -115,7 +112,7 @@ def test_probes_pass_on_the_plaintext_health_port_which_serves_nothing_else(
             PaymentServiceStub(channel).RequestPayment(valid_request(), timeout=5)
         assert not_here.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
-        app.health.enter_graceful_shutdown()  # what stop() does first on SIGTERM
+        app.enter_graceful_shutdown()  # what stop() does first on SIGTERM
         answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
-    assert app.repository.count() == 0
+    assert app.count() == 0

@@ -20,9 +20,8 @@ from payments_service import __version__, payments_pb2, payments_pb2_grpc
 from payments_service.domain.errors import StoreUnavailableError
 from payments_service.domain.payment import Payment
 from payments_service.observability.logging import JsonFormatter
-from payments_service.server import build_server
 from payments_service.storage import InMemoryPaymentRepository
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running_server
 from tests.otlp_receiver import ReceivedSpan, running_receiver
 
 SERVICE = "payments.v1.PaymentService"
@@ -33,12 +32,12 @@ PARENT_SPAN_ID = "00f067aa0ba902b7"
 class FaultyRepository(InMemoryPaymentRepository):
     """The in-memory store, failing on purpose for idempotency keys with a fault prefix."""
 
-    def add_if_absent(self, payment: Payment) -> Payment:
+    async def add_if_absent(self, payment: Payment) -> Payment:
         if payment.idempotency_key.startswith("crash-"):
             raise RuntimeError("simulated bug")
         if payment.idempotency_key.startswith("down-"):
             raise StoreUnavailableError()
-        return super().add_if_absent(payment)
+        return await super().add_if_absent(payment)
 
 
 @dataclass
@@ -75,38 +74,35 @@ def scenario() -> Iterator[Scenario]:
             settings = make_settings(
                 otel_exporter_otlp_endpoint=f"http://127.0.0.1:{receiver_port}"
             )
-            app = build_server(settings, repository=FaultyRepository())
-            app.start()
-            try:
-                with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-                    stub = payments_pb2_grpc.PaymentServiceStub(channel)
-                    calls = {
-                        "created": lambda: stub.RequestPayment(
-                            _request("key-00000001"),
-                            metadata=(
-                                ("traceparent", f"00-{PARENT_TRACE_ID}-{PARENT_SPAN_ID}-01"),
-                            ),
-                        ),
-                        "replayed": lambda: stub.RequestPayment(_request("key-00000001")),
-                        "conflict": lambda: stub.RequestPayment(_request("key-00000001", 999)),
-                        "invalid": lambda: stub.RequestPayment(_request("short", -5, "XXX")),
-                        "not_found": lambda: stub.GetPayment(
-                            payments_pb2.GetPaymentRequest(
-                                payment_id="550e8400-e29b-41d4-a716-446655440000"
-                            )
-                        ),
-                        "crash": lambda: stub.RequestPayment(_request("crash-00000001")),
-                        "down": lambda: stub.RequestPayment(_request("down-00000001")),
-                    }
-                    for label, call in calls.items():
-                        try:
-                            call()
-                            codes[label] = grpc.StatusCode.OK
-                        except grpc.RpcError as error:
-                            codes[label] = error.code()
-                    health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
-            finally:
-                app.stop(0)  # flushes the spans still buffered
+            with (
+                running_server(settings, repository=FaultyRepository) as app,
+                grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+            ):
+                stub = payments_pb2_grpc.PaymentServiceStub(channel)
+                calls = {
+                    "created": lambda: stub.RequestPayment(
+                        _request("key-00000001"),
+                        metadata=(("traceparent", f"00-{PARENT_TRACE_ID}-{PARENT_SPAN_ID}-01"),),
+                    ),
+                    "replayed": lambda: stub.RequestPayment(_request("key-00000001")),
+                    "conflict": lambda: stub.RequestPayment(_request("key-00000001", 999)),
+                    "invalid": lambda: stub.RequestPayment(_request("short", -5, "XXX")),
+                    "not_found": lambda: stub.GetPayment(
+                        payments_pb2.GetPaymentRequest(
+                            payment_id="550e8400-e29b-41d4-a716-446655440000"
+                        )
+                    ),
+                    "crash": lambda: stub.RequestPayment(_request("crash-00000001")),
+                    "down": lambda: stub.RequestPayment(_request("down-00000001")),
+                }
+                for label, call in calls.items():
+                    try:
+                        call()
+                        codes[label] = grpc.StatusCode.OK
+                    except grpc.RpcError as error:
+                        codes[label] = error.code()
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            # Leaving running_server stopped the server, which flushed the spans.
             spans = receiver.spans()
     finally:
         access.removeHandler(handler)

@@ -8,11 +8,9 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from payments_service import __version__
-from payments_service.observability.metrics import (
-    GRPC_CODE_NAMES,
-    GrpcServerMetrics,
-    PaymentMetrics,
-)
+from payments_service.observability.grpc_metrics import GRPC_CODE_NAMES, GrpcServerMetrics
+from payments_service.observability.payments import PaymentMetrics
+from payments_service.service import PaymentOutcome
 
 METHOD = "/payments.v1.PaymentService/RequestPayment"
 LABELS = {
@@ -89,13 +87,17 @@ def test_exemplars_carry_the_trace_id_in_openmetrics() -> None:
     assert trace_id not in generate_latest(registry).decode()
 
 
-def test_payment_metrics_have_bounded_labels_and_read_the_store() -> None:
+async def test_payment_metrics_have_bounded_labels_and_read_the_store() -> None:
     registry = CollectorRegistry()
-    stored = [3]
-    metrics = PaymentMetrics(registry, ("EUR", "USD"), lambda: stored[0])
-    metrics.record("created", "EUR", 1250)
-    metrics.record("replayed", "EUR", 1250)
-    metrics.record("invalid", "other", 5)
+
+    async def stored() -> int:
+        return 3
+
+    metrics = PaymentMetrics(registry, ("EUR", "USD"), stored)
+    metrics.record(PaymentOutcome.CREATED, "EUR", 1250)
+    metrics.record(PaymentOutcome.REPLAYED, "EUR", 1250)
+    metrics.record(PaymentOutcome.INVALID, "other", 5)
+    await metrics.refresh()
     assert (
         registry.get_sample_value("payments_total", {"outcome": "created", "currency": "EUR"}) == 1
     )
@@ -117,12 +119,12 @@ def test_payment_metrics_have_bounded_labels_and_read_the_store() -> None:
     )
 
 
-def test_a_store_that_cannot_count_does_not_break_the_scrape() -> None:
+async def test_a_store_that_cannot_count_does_not_break_the_scrape() -> None:
     registry = CollectorRegistry()
 
-    def broken() -> int:
+    async def broken() -> int:
         raise ConnectionError("database down")
 
-    PaymentMetrics(registry, ("EUR",), broken)
+    await PaymentMetrics(registry, ("EUR",), broken).refresh()
     text = generate_latest(registry).decode()
     assert "payments_stored NaN" in text

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from psycopg.conninfo import conninfo_to_dict
 
 from payments_service.config import ConfigurationError, load_settings
+from payments_service.observability.database import PoolMetricsCollector
 from payments_service.readiness import ReadinessMonitor
 from payments_service.storage.migrate import load_migrations
-from payments_service.storage.pool_metrics import PoolMetricsCollector
 from payments_service.storage.postgres import connection_settings
 
 
@@ -60,12 +60,12 @@ def test_migrations_are_numbered_from_one_without_gaps() -> None:
     assert versions == list(range(1, len(versions) + 1))
 
 
-def test_readiness_monitor_reports_the_first_state_and_every_change() -> None:
+async def test_readiness_monitor_reports_the_first_state_and_every_change() -> None:
     answers = iter([False, False, True, True, False])
     changes: list[bool] = []
-    done = threading.Event()
+    done = asyncio.Event()
 
-    def check() -> bool:
+    async def check() -> bool:
         answer = next(answers, None)
         if answer is None:
             done.set()
@@ -74,20 +74,22 @@ def test_readiness_monitor_reports_the_first_state_and_every_change() -> None:
 
     monitor = ReadinessMonitor(check, changes.append, interval=0.001)
     monitor.start()
-    assert done.wait(10)
-    monitor.stop()
+    await asyncio.wait_for(done.wait(), 10)
+    await monitor.stop()
     assert changes == [False, True, False]
 
 
-def test_a_check_that_raises_counts_as_not_ready() -> None:
+async def test_a_check_that_raises_counts_as_not_ready() -> None:
     changes: list[bool] = []
 
-    def check() -> bool:
+    async def check() -> bool:
         raise RuntimeError("boom")
 
     monitor = ReadinessMonitor(check, changes.append, interval=60)
     monitor.start()
-    monitor.stop()
+    while not changes:
+        await asyncio.sleep(0.001)
+    await monitor.stop()
     assert changes == [False]
 
 

@@ -102,15 +102,16 @@ def test_json_log_lines_carry_trace_and_span_ids_inside_a_span(recorded: bool) -
     provider.shutdown()
 
 
-def test_sdk_disabled_and_metrics_port_0_turn_each_signal_off() -> None:
+async def test_sdk_disabled_and_metrics_port_0_turn_each_signal_off() -> None:
+    method = "/payments.v1.PaymentService/RequestPayment"
     telemetry = Telemetry(make_settings(otel_sdk_disabled=True, metrics_port=0))
     assert telemetry.tracer_provider is None
     assert telemetry.registry is None
     assert telemetry.metrics_port is None
-    # Only the call interceptor (error mapping) remains.
-    assert [type(i).__name__ for i in telemetry.interceptors()] == ["CallInterceptor"]
+    quiet = telemetry.calls.for_method(method)
+    assert quiet.metrics is None
+    assert quiet.started(None)[1:] == (None, None)  # no span
     on = Telemetry(make_settings(metrics_port=9999))
     assert on.tracer_provider is not None
-    assert on.metrics_port == 9999
-    assert len(on.interceptors()) == 2
-    on.shutdown()
+    assert on.calls.for_method(method).metrics is not None
+    await on.shutdown()

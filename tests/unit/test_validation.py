@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payments_service.domain.errors import ValidationError
+from payments_service.domain.payment import PaymentRequest
 from payments_service.domain.validation import (
     MAX_AMOUNT_MINOR,
     SUPPORTED_CURRENCIES,
@@ -28,23 +29,21 @@ VALID = {
 
 
 def violations(**changes: object) -> list[tuple[str, str]]:
-    """The (field, description) pairs for VALID with ``changes`` applied."""
-    with pytest.raises(ValidationError) as caught:
-        validate_payment_request(**{**VALID, **changes})
-    return [(v.field, v.description) for v in caught.value.violations]
+    """The (field, description) pairs for VALID with ``changes`` applied ([] when valid)."""
+    try:
+        validate_payment_request(PaymentRequest(**{**VALID, **changes}))  # type: ignore[arg-type]
+    except ValidationError as error:
+        assert error.violations, "a ValidationError always names a violation"
+        return [(v.field, v.description) for v in error.violations]
+    return []
 
 
 def fields(**changes: object) -> list[str]:
     return [field for field, _ in violations(**changes)]
 
 
-def test_a_valid_request_passes_unchanged() -> None:
-    request = validate_payment_request(**VALID)
-    assert request.amount_minor == 1250
-    assert request.currency == "USD"
-    assert request.order_id == "order-123"
-    assert request.idempotency_key == "test-key-12345678"
-    assert dict(request.metadata) == {"user_id": "user-789"}
+def test_a_valid_request_passes() -> None:
+    assert violations() == []
 
 
 def test_every_violation_is_reported_at_once() -> None:
@@ -58,7 +57,7 @@ def test_every_violation_is_reported_at_once() -> None:
 
 @given(st.integers(min_value=1, max_value=MAX_AMOUNT_MINOR))
 def test_amounts_in_range_are_accepted(amount: int) -> None:
-    assert validate_payment_request(**{**VALID, "amount_minor": amount}).amount_minor == amount
+    assert violations(amount_minor=amount) == []
 
 
 @given(st.one_of(st.integers(max_value=0), st.integers(min_value=MAX_AMOUNT_MINOR + 1)))
@@ -68,7 +67,7 @@ def test_amounts_out_of_range_are_refused(amount: int) -> None:
 
 @pytest.mark.parametrize("currency", SUPPORTED_CURRENCIES)
 def test_supported_currencies_are_accepted(currency: str) -> None:
-    assert validate_payment_request(**{**VALID, "currency": currency}).currency == currency
+    assert violations(currency=currency) == []
 
 
 @given(st.text(max_size=5).filter(lambda c: c not in SUPPORTED_CURRENCIES))
@@ -83,7 +82,7 @@ PRINTABLE_ASCII = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 
 @given(st.text(PRINTABLE_ASCII, min_size=8, max_size=255))
 def test_idempotency_keys_of_8_to_255_printable_ascii_are_accepted(key: str) -> None:
-    assert validate_payment_request(**{**VALID, "idempotency_key": key}).idempotency_key == key
+    assert violations(idempotency_key=key) == []
 
 
 @given(st.one_of(st.text(PRINTABLE_ASCII, max_size=7), st.text(PRINTABLE_ASCII, min_size=256)))
@@ -102,7 +101,7 @@ def test_blank_order_ids_are_refused(order_id: str) -> None:
 
 
 def test_order_id_length_limit() -> None:
-    assert validate_payment_request(**{**VALID, "order_id": "o" * 255}).order_id == "o" * 255
+    assert violations(order_id="o" * 255) == []
     assert fields(order_id="o" * 256) == ["order_id"]
 
 
@@ -118,19 +117,18 @@ def test_control_characters_are_exactly_unicodes_category_cc() -> None:
         assert fields(metadata={f"k{ch}": "v"}) == ["metadata"], hex(ord(ch))
     printable_neighbours = {"\x20", "\x7e", "\xa0", "\u2028", "\U0010ffff"}
     for ch in printable_neighbours:
-        assert validate_payment_request(**{**VALID, "order_id": f"order{ch}1"})
+        assert violations(order_id=f"order{ch}1") == []
 
 
 def test_metadata_bounds() -> None:
     fifty = {f"k{i}": "v" for i in range(50)}
-    assert len(validate_payment_request(**{**VALID, "metadata": fifty}).metadata) == 50
+    assert violations(metadata=fifty) == []
     assert fields(metadata={f"k{i}": "v" for i in range(51)}) == ["metadata"]
     assert fields(metadata={"": "v"}) == ["metadata"]
     assert fields(metadata={"k" * 41: "v"}) == ["metadata"]
     assert fields(metadata={"k": "v" * 501}) == ["metadata"]
     assert fields(metadata={"k": "nul\x00"}) == ["metadata"]
-    ok = validate_payment_request(**{**VALID, "metadata": {"k" * 40: "v" * 500}})
-    assert len(ok.metadata) == 1
+    assert violations(metadata={"k" * 40: "v" * 500}) == []
 
 
 def test_metadata_errors_never_echo_customer_keys_or_values() -> None:
@@ -150,6 +148,6 @@ def test_payment_ids_must_be_uuids_and_are_canonicalised() -> None:
         assert [v.field for v in caught.value.violations] == ["payment_id"]
 
 
-def test_key_alphabet_constant_matches_rule() -> None:
-    # Every printable ASCII character, space included, is allowed in a key.
-    assert validate_payment_request(**{**VALID, "idempotency_key": string.printable[:95]})
+def test_every_printable_ascii_character_is_allowed_in_a_key() -> None:
+    # Space included: string.printable's first 95 characters are 0-9a-zA-Z, punctuation, " ".
+    assert violations(idempotency_key=string.printable[:95]) == []

@@ -28,7 +28,10 @@ class ValidationError(DomainError):
     def __init__(self, violations: list[FieldViolation]) -> None:
         self.violations = tuple(violations)
         fields = ", ".join(sorted({v.field for v in violations}))
-        super().__init__(f"invalid request: {len(violations)} problem(s) with {fields}")
+        count = len(violations)
+        super().__init__(
+            f"invalid request: {count} problem{'s' if count != 1 else ''} with {fields}"
+        )
 
 
 class IdempotencyKeyReusedError(DomainError):

@@ -1,4 +1,4 @@
-"""The payment entity and the validated request that creates one."""
+"""The payment entity and the request that creates one."""
 
 from __future__ import annotations
 
@@ -27,7 +27,11 @@ _CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 @dataclass(frozen=True, slots=True)
 class PaymentRequest:
-    """A request that passed validation (see :mod:`payments_service.domain.validation`)."""
+    """A request for a payment, as the caller made it.
+
+    :func:`~payments_service.domain.validation.validate_payment_request` decides whether
+    it may become a :class:`Payment`; nothing else about it is checked here.
+    """
 
     amount_minor: int
     currency: str
@@ -59,7 +63,7 @@ class Payment:
 
     @classmethod
     def new(cls, request: PaymentRequest, *, now: datetime | None = None) -> Payment:
-        """A new PENDING payment for ``request`` with a fresh random id."""
+        """A new PENDING payment for a validated ``request``, with a fresh random id."""
         return cls(
             payment_id=str(uuid.uuid4()),
             idempotency_key=request.idempotency_key,

@@ -92,38 +92,27 @@ def _check_metadata(metadata: Mapping[str, str]) -> list[FieldViolation]:
         counts[_VALUE_LENGTH] += len(value) > MAX_METADATA_VALUE_LENGTH
         counts[_VALUE_NUL] += "\x00" in value
     problems.extend(
-        FieldViolation("metadata", f"{description} ({count} entries break this)")
+        FieldViolation(
+            "metadata",
+            f"{description} ({count} {'entry breaks' if count == 1 else 'entries break'} this)",
+        )
         for description, count in counts.items()
         if count
     )
     return problems
 
 
-def validate_payment_request(
-    *,
-    amount_minor: int,
-    currency: str,
-    order_id: str,
-    idempotency_key: str,
-    metadata: Mapping[str, str],
-) -> PaymentRequest:
-    """Return a :class:`PaymentRequest`, or raise :class:`ValidationError` listing every problem."""
+def validate_payment_request(request: PaymentRequest) -> None:
+    """Raise :class:`ValidationError` listing every problem of ``request``, if it has any."""
     violations = [
-        *_check_amount(amount_minor),
-        *_check_currency(currency),
-        *_check_order_id(order_id),
-        *_check_idempotency_key(idempotency_key),
-        *_check_metadata(metadata),
+        *_check_amount(request.amount_minor),
+        *_check_currency(request.currency),
+        *_check_order_id(request.order_id),
+        *_check_idempotency_key(request.idempotency_key),
+        *_check_metadata(request.metadata),
     ]
     if violations:
         raise ValidationError(violations)
-    return PaymentRequest(
-        amount_minor=amount_minor,
-        currency=currency,
-        order_id=order_id,
-        idempotency_key=idempotency_key,
-        metadata=dict(metadata),
-    )
 
 
 def validate_payment_id(payment_id: str) -> str:

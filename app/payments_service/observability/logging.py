@@ -1,4 +1,9 @@
-"""Log set-up: readable text for terminals, one JSON object per line for collectors."""
+"""Log set-up: readable text for terminals, one JSON object per line for collectors.
+
+Either way one record is one line: in text, control characters in a message (a newline, an
+ANSI escape) are written escaped, so nothing that reaches a message can forge a line or
+repaint a terminal; JSON escapes them by itself.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,34 @@ from opentelemetry import trace
 
 TEXT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
-
 #: Structured fields the access log passes with ``extra=``; JSON lines carry them as keys.
 ACCESS_FIELDS = ("grpc_method", "grpc_code", "duration_ms", "peer")
+
+#: C0 controls, DEL and C1 controls -> a visible escape (\n, \x1b, ...).
+_ESCAPES = {
+    code: ("\\n" if code == 10 else "\\t" if code == 9 else f"\\x{code:02x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0))
+}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as a visible escape."""
+    return text.translate(_ESCAPES)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, one line per record (tracebacks keep their own lines, escaped)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: object) -> str:
+        text = super().formatException(ei)  # type: ignore[arg-type]
+        return "\n".join(escape_controls(line) for line in text.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,7 +75,5 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, log_format: str) -> None:
     """Send every log record to stderr in the chosen format, replacing earlier handlers."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)

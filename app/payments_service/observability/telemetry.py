@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
-import grpc
 from prometheus_client import CollectorRegistry
 
-from payments_service.config import Settings
-from payments_service.observability.metrics import (
-    GrpcServerMetrics,
-    MetricsEndpoint,
-    PaymentMetrics,
-)
-from payments_service.observability.payments import PaymentTelemetry
+from payments_service.config import ListenError, Settings
+from payments_service.observability.calls import CallTelemetry
+from payments_service.observability.database import PoolMetricsCollector
+from payments_service.observability.grpc_metrics import GrpcServerMetrics
+from payments_service.observability.metrics_endpoint import MetricsEndpoint
+from payments_service.observability.payments import PaymentMetrics, PaymentTelemetry
 from payments_service.observability.tracing import (
+    FLUSH_TIMEOUT_MILLIS,
+    ServerSpans,
+    build_propagator,
     build_tracer_provider,
-    tracing_interceptor,
 )
-from payments_service.transport.interceptor import CallInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -28,24 +27,24 @@ class Telemetry:
     """Traces (unless OTEL_SDK_DISABLED) and metrics (unless METRICS_PORT=0) of one server."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self.tracer_provider = build_tracer_provider(settings)
         self.registry: CollectorRegistry | None = None
         self.grpc_metrics: GrpcServerMetrics | None = None
         self.endpoint: MetricsEndpoint | None = None
+        self._payment_metrics: PaymentMetrics | None = None
         if settings.metrics_port:
             self.registry = CollectorRegistry()
             self.grpc_metrics = GrpcServerMetrics(self.registry)
-            self.endpoint = MetricsEndpoint(self.registry, settings.host, settings.metrics_port)
         else:
             logger.info("Metrics disabled (METRICS_PORT=0)")
-
-    def interceptors(self) -> list[grpc.ServerInterceptor]:  # type: ignore[type-arg]
-        """The outermost interceptors, outermost first: server span, then the call recorder."""
-        chain: list[grpc.ServerInterceptor] = []  # type: ignore[type-arg]
-        if self.tracer_provider is not None:
-            chain.append(tracing_interceptor(self.tracer_provider))
-        chain.append(CallInterceptor(self.grpc_metrics))
-        return chain
+        spans = (
+            ServerSpans(self.tracer_provider, build_propagator(settings))
+            if self.tracer_provider is not None
+            else None
+        )
+        #: What the call interceptor tells about each call (span, metrics, access log).
+        self.calls = CallTelemetry(self.grpc_metrics, spans)
 
     def prepare_methods(self, full_methods: list[str]) -> None:
         """Create every series of these methods now, so dashboards see zeros from start-up."""
@@ -54,30 +53,40 @@ class Telemetry:
                 self.grpc_metrics.for_method(method)
 
     def payment_observer(
-        self, currencies: tuple[str, ...], stored_count: Callable[[], int]
+        self, currencies: tuple[str, ...], stored_count: Callable[[], Awaitable[int]]
     ) -> PaymentTelemetry:
         """Payment outcomes on the server span and in the metrics."""
-        metrics = (
-            PaymentMetrics(self.registry, currencies, stored_count)
-            if self.registry is not None
-            else None
-        )
-        return PaymentTelemetry(metrics, currencies)
+        if self.registry is not None:
+            self._payment_metrics = PaymentMetrics(self.registry, currencies, stored_count)
+        return PaymentTelemetry(self._payment_metrics, currencies)
+
+    def watch_pool(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Add a database connection pool's gauges to /metrics."""
+        if self.registry is not None:
+            self.registry.register(PoolMetricsCollector(stats))
 
     @property
     def metrics_port(self) -> int | None:
         """The port /metrics is served on (None when metrics are off)."""
         return self.endpoint.port if self.endpoint is not None else None
 
-    def start(self) -> None:
-        """Start serving /metrics. Raises OSError when METRICS_PORT is taken."""
-        if self.endpoint is not None:
-            self.endpoint.start()
+    async def start(self) -> None:
+        """Start serving /metrics. Raises ListenError when METRICS_PORT is taken."""
+        if self.registry is None:
+            return
+        refresh = self._payment_metrics.refresh if self._payment_metrics is not None else None
+        host, port = self._settings.metrics_bind_host, self._settings.metrics_port
+        self.endpoint = MetricsEndpoint(self.registry, host, port, refresh=refresh)
+        try:
+            await self.endpoint.start()
+        except OSError:
+            self.endpoint = None
+            raise ListenError.for_port("METRICS_PORT", host, port) from None
 
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
         """Flush spans still buffered (after the gRPC server stopped) and stop /metrics."""
         if self.tracer_provider is not None:
-            self.tracer_provider.force_flush()
+            self.tracer_provider.force_flush(FLUSH_TIMEOUT_MILLIS)
             self.tracer_provider.shutdown()
         if self.endpoint is not None:
-            self.endpoint.stop()
+            await self.endpoint.stop()

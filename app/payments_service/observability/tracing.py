@@ -1,13 +1,26 @@
-"""Tracing: an OpenTelemetry SDK TracerProvider built from Settings, exporting over OTLP/gRPC."""
+"""Tracing: an OpenTelemetry SDK TracerProvider built from Settings, and the server spans.
+
+Spans are exported in batches over OTLP/gRPC (OTEL_TRACES_EXPORTER=otlp, the default) when
+an OTLP endpoint is configured, or printed to stdout (console). With the otlp exporter and
+no endpoint, or with none, nothing would ever read a span, so none is recorded: every call
+still gets a trace id for its log lines (the caller's, when it sent a traceparent).
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.grpc import server_interceptor
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import (
     SERVICE_INSTANCE_ID,
     SERVICE_NAME,
@@ -15,7 +28,11 @@ from opentelemetry.sdk.resources import (
     Resource,
 )
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -23,7 +40,8 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from payments_service import __version__
 from payments_service.config import Settings
@@ -45,11 +63,13 @@ SERVER_FAULT_CODES = frozenset(
 
 #: Services that get no spans: probes and grpcurl's discovery would drown the real calls.
 UNTRACED_METHOD_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+#: At shutdown, spans still buffered get this long to leave (bounded: see docs/deployment.md).
+FLUSH_TIMEOUT_MILLIS = 2000
 
 
 def build_sampler(settings: Settings) -> Sampler:
     """The sampler OTEL_TRACES_SAMPLER(_ARG) name (validated by Settings already)."""
-    ratio = 1.0 if settings.otel_traces_sampler_arg is None else settings.otel_traces_sampler_arg
+    ratio = settings.otel_traces_sampler_arg
     samplers: dict[str, Sampler] = {
         "always_on": ALWAYS_ON,
         "always_off": ALWAYS_OFF,
@@ -86,52 +106,118 @@ def build_resource(settings: Settings) -> Resource:
 
 
 def build_tracer_provider(settings: Settings) -> TracerProvider | None:
-    """A TracerProvider, or None when OTEL_SDK_DISABLED=true.
-
-    Spans are exported in batches over OTLP/gRPC when an OTLP endpoint is configured. With
-    none, nothing would ever read a span, so none is recorded (recording one costs about as
-    much as a bare call): every call still gets a trace id for its log lines (the caller's,
-    when it sent a traceparent), and no errors are logged.
-    """
+    """A TracerProvider, or None when OTEL_SDK_DISABLED=true."""
     if settings.otel_sdk_disabled:
         logger.info("Tracing disabled (OTEL_SDK_DISABLED=true)")
         return None
-    endpoint = settings.otel_exporter_otlp_traces_endpoint or settings.otel_exporter_otlp_endpoint
+    endpoint = settings.otlp_traces_endpoint
+    exporter = settings.otel_traces_exporter
+    records = exporter == "console" or (exporter == "otlp" and endpoint is not None)
     provider = TracerProvider(
-        sampler=build_sampler(settings) if endpoint else ALWAYS_OFF,
+        sampler=build_sampler(settings) if records else ALWAYS_OFF,
         resource=build_resource(settings),
         shutdown_on_exit=False,  # the server flushes it after the gRPC server stopped
     )
-    if endpoint:
+    if exporter == "console":
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        logger.info("Printing spans to stdout (OTEL_TRACES_EXPORTER=console)")
+    elif records:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         logger.info("Exporting traces over OTLP/gRPC to %s", endpoint)
     else:
-        logger.info("No OTLP endpoint configured: spans are neither recorded nor exported")
+        logger.info("No span exporter configured: spans are neither recorded nor exported")
     return provider
 
 
-def tracing_interceptor(provider: TracerProvider) -> grpc.ServerInterceptor:  # type: ignore[type-arg]
-    """OpenTelemetry's server interceptor, leaving health checks and reflection out.
+def build_propagator(settings: Settings) -> TextMapPropagator:
+    """The trace-context formats OTEL_PROPAGATORS names, read from each call's metadata.
 
-    It starts the server span and takes the parent from an incoming W3C traceparent. The
-    span's final name, status code and status are set by the call interceptor, which sees
-    every way a call ends (the stock one misses abort_with_status and uncaught errors).
+    The baggage propagator logs a WARNING for every malformed baggage header, that is for
+    every call an attacker cares to send: its log is raised to ERROR.
+    """
+    chosen: list[TextMapPropagator] = []
+    for name in settings.propagators:
+        if name == "tracecontext":
+            chosen.append(TraceContextTextMapPropagator())
+        elif name == "baggage":
+            logging.getLogger("opentelemetry.baggage.propagation").setLevel(logging.ERROR)
+            chosen.append(W3CBaggagePropagator())
+    return CompositePropagator(chosen)
+
+
+def _peer_attributes(peer: str) -> dict[str, str | int]:
+    """network.peer.* (and the older net.peer.*) of a gRPC peer such as ipv4:1.2.3.4:5."""
+    kind, _, address = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return {}
+    host, _, port = unquote(address).rpartition(":")
+    if not port.isdigit():
+        return {}
+    attributes: dict[str, str | int] = {
+        "network.peer.address": host.strip("[]"),
+        "network.peer.port": int(port),
+        "net.peer.ip": host,
+        "net.peer.port": port,
+    }
+    return attributes
+
+
+class _Metadata:
+    """The OTel getter for grpc invocation metadata (a sequence of key/value pairs)."""
+
+    @staticmethod
+    def get(carrier: Sequence[tuple[str, Any]], key: str) -> list[str] | None:
+        values = [v for k, v in carrier if k == key and isinstance(v, str)]
+        return values or None
+
+    @staticmethod
+    def keys(carrier: Sequence[tuple[str, Any]]) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+class ServerSpans:
+    """Starts the SERVER span of each traced call, a child of the caller's traceparent.
+
+    The span is the same as OpenTelemetry's gRPC instrumentation makes (name
+    ``package.Service/Method``, kind SERVER, rpc.* attributes, the peer), except that its
+    status is only ERROR for codes that mean the server failed, as the semantic
+    conventions say, and it is named and ended by :func:`end_server_span`.
     """
 
-    def traced(details: grpc.HandlerCallDetails) -> bool:
-        # One str.startswith per call: the stock filters split and normalise the path.
-        method: str = details.method
+    def __init__(self, provider: TracerProvider, propagator: TextMapPropagator) -> None:
+        self._tracer = provider.get_tracer("payments_service", __version__)
+        self._propagator = propagator
+        self._getter = _Metadata()
+
+    def traces(self, method: str) -> bool:
         return not method.startswith(UNTRACED_METHOD_PREFIXES)
 
-    interceptor: grpc.ServerInterceptor = server_interceptor(  # type: ignore[type-arg,no-untyped-call]
-        tracer_provider=provider, filter_=traced
-    )
-    return interceptor
+    def start(self, method: str, context: Any) -> tuple[Span, object]:
+        """Start the span of ``method`` and make it current; returns it and the token to
+        hand to :func:`end_server_span`."""
+        service, _, name = method.lstrip("/").rpartition("/")
+        metadata = context.invocation_metadata() or ()
+        parent = self._propagator.extract(metadata, getter=self._getter)  # type: ignore[arg-type]
+        attributes: dict[str, Any] = {
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": name,
+            "rpc.grpc.status_code": 0,
+        }
+        span = self._tracer.start_span(
+            method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
+        if span.is_recording():
+            span.set_attributes(_peer_attributes(context.peer()))
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return span, token
 
 
-def end_server_span(span: Span, span_name: str, code: grpc.StatusCode) -> None:
-    """Make the server span tell the truth about how the call ended."""
-    span.update_name(span_name)
-    span.set_attribute("rpc.grpc.status_code", code.value[0])
-    if code in SERVER_FAULT_CODES:
-        span.set_status(Status(StatusCode.ERROR, code.name))
+def end_server_span(span: Span, token: object, code: grpc.StatusCode) -> None:
+    """Make the server span tell how the call ended, end it, and detach it."""
+    if span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code in SERVER_FAULT_CODES:
+            span.set_status(Status(StatusCode.ERROR, code.name))
+    span.end()
+    otel_context.detach(token)  # type: ignore[arg-type]

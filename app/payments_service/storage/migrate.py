@@ -18,8 +18,6 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from payments_service.config import Settings
-
 logger = logging.getLogger(__name__)
 
 #: pg_advisory_lock key of the migration runner (any fixed 64-bit number works).
@@ -84,8 +82,7 @@ def apply_migrations(conninfo: str, *, connect_timeout: float = 10.0) -> list[Mi
     with psycopg.connect(
         conninfo, autocommit=True, connect_timeout=max(1, round(connect_timeout))
     ) as conn:
-        logger.info("Waiting for the migration lock...")
-        conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        _take_lock(conn)
         try:
             conn.execute(_CREATE_HISTORY)
             rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
@@ -118,16 +115,22 @@ def apply_migrations(conninfo: str, *, connect_timeout: float = 10.0) -> list[Mi
     return applied_now
 
 
-def run_migrations(settings: Settings) -> int:
+def _take_lock(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The runner's advisory lock; says so when another runner holds it."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
+    if row is not None and row[0]:
+        return
+    logger.info("Another migration runner holds the migration lock; waiting for it...")
+    conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+
+
+def run_migrations(conninfo: str | None, *, connect_timeout: float) -> int:
     """`payments-service migrate` and MIGRATE_ON_STARTUP: migrate, return an exit status."""
-    if settings.database_url is None:
+    if conninfo is None:
         logger.error("Cannot migrate: DATABASE_URL is not set")
         return 2
     try:
-        apply_migrations(
-            settings.database_url.get_secret_value(),
-            connect_timeout=settings.database_timeout_seconds,
-        )
+        apply_migrations(conninfo, connect_timeout=connect_timeout)
     except psycopg.Error as error:
         # The message never contains the password; the URL itself is not logged.
         logger.error("Cannot migrate: database error %s: %s", type(error).__name__, error)

@@ -1,35 +1,31 @@
-"""The durable store: PostgreSQL through a psycopg 3 connection pool, shared by replicas.
+"""The durable store: PostgreSQL through psycopg 3's asyncio connection pool, shared by replicas.
 
 Idempotency is one atomic statement, ``INSERT ... ON CONFLICT DO NOTHING RETURNING``:
 the UNIQUE constraint on the idempotency key decides the single winner, even across
 server processes. When the insert returns no row, another request owns the key and a
 second statement reads its payment. There is never a check-then-insert window.
+Inserts are group-committed (:mod:`payments_service.storage.group_commit`).
 
-Inserts are group-committed: a durable commit waits for the WAL to reach the disk
-(milliseconds), so concurrent RequestPayment calls hand their payment to a writer
-thread, which inserts whatever has queued up meanwhile as one multi-row statement and
-one commit. A lone call is written at once; under load one disk flush serves many.
-One writer, not several: the fixed cost of a statement (0.25 to 0.3 ms of CPU in psycopg
-and the pool) is what limits a CPU-bound server, and one writer makes the batches
-largest; while it commits, the next batch gathers.
-
-Every way the database can fail to answer (refused or dropped connection, no pooled
-connection within the timeout, a query over the statement timeout, a server shutting
-down) becomes :class:`StoreUnavailableError`, which callers see as UNAVAILABLE.
+Every operation has one deadline, DATABASE_TIMEOUT_SECONDS after it starts, covering the
+wait for a pooled connection, connecting and the query. A database that stops answering
+(a hung server, a stuck pooler or sidecar, a network that swallows packets) gets no more:
+at the deadline the connection's socket is shut down, the query fails at once and the
+connection is discarded. statement_timeout and TCP keepalives are kept as a second line.
+Every way the database can fail to answer becomes :class:`StoreUnavailableError`, which
+callers see as UNAVAILABLE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import queue
-import threading
+import os
+import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -38,15 +34,16 @@ import psycopg
 from opentelemetry import trace
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 from payments_service.domain.errors import StoreUnavailableError
 from payments_service.domain.payment import Payment, PaymentStatus
+from payments_service.storage.group_commit import GroupCommit
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Connection = psycopg.Connection[TupleRow]
+Connection = psycopg.AsyncConnection[TupleRow]
 
 # The batch is one JSON array parameter (one object per payment; see _batch_json): one
 # C-speed json.dumps per batch instead of nine array parameters, each dumped element by
@@ -80,6 +77,10 @@ SELECT CASE WHEN reltuples < %s THEN (SELECT count(*) FROM payments) ELSE reltup
 FROM pg_class WHERE oid = 'payments'::regclass
 """
 _PING = "SELECT 1"
+#: A readiness ping gets at most this long (or DATABASE_TIMEOUT_SECONDS, when shorter).
+PING_TIMEOUT_SECONDS = 2.0
+#: Tries of one operation on a fresh connection after the one it had turned out dead.
+_ATTEMPTS = 3
 
 
 def connection_settings(url: str, timeout_seconds: float) -> str:
@@ -87,8 +88,7 @@ def connection_settings(url: str, timeout_seconds: float) -> str:
 
     statement_timeout bounds each query on the server; connect_timeout bounds
     connecting; tcp_user_timeout and keepalives notice a peer that vanished without
-    closing the connection (a cut network), which no server-side limit can.
-    Options already in the URL (e.g. a search_path) are kept.
+    closing the connection (a cut network). Options already in the URL are kept.
     """
     millis = max(1, round(timeout_seconds * 1000))
     given = conninfo_to_dict(url)
@@ -131,7 +131,7 @@ def _row_to_payment(row: tuple[Any, ...]) -> Payment:
     )
 
 
-def _batch_json(payments: list[Payment]) -> str:
+def _batch_json(payments: Sequence[Payment]) -> str:
     """The batch as the JSON parameter of _INSERT_MANY (keys are the column names)."""
     return json.dumps(
         [
@@ -153,27 +153,55 @@ def _batch_json(payments: list[Payment]) -> str:
     )
 
 
-@dataclass
-class _PendingInsert:
-    """A payment waiting in the insert queue, and where its outcome goes."""
-
-    payment: Payment
-    outcome: Future[Payment] = field(default_factory=Future)
-    batch_size: int = 0
+def _sever(conn: Connection) -> None:
+    """Shut the connection's socket down: a query waiting on it fails at once."""
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.OperationalError:
+        return  # already closed
+    duplicate = socket.socket(fileno=os.dup(fd))
+    try:
+        duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected any more
+    finally:
+        duplicate.close()  # closes the duplicate only; psycopg still owns fd
 
 
 class PostgresPaymentRepository:
     """A :class:`~payments_service.storage.repository.PaymentRepository` on PostgreSQL.
 
-    Thread-safe: every statement runs on a connection borrowed from the pool
-    (autocommit, so each statement is its own transaction). ``add_if_absent`` queues the
-    payment for one of ``writers`` threads (one by default), which insert up to
-    ``max_batch`` queued payments with one statement; the other calls run on the
-    caller's thread.
+    Create it with :meth:`open` on the server's event loop. Every statement runs on a
+    connection borrowed from the pool (autocommit, so each statement is its own
+    transaction); ``add_if_absent`` goes through one group-commit writer.
     """
 
     def __init__(
         self,
+        pool: AsyncConnectionPool[Connection],
+        *,
+        timeout_seconds: float,
+        span_attributes: dict[str, str | int],
+        tracer_provider: trace.TracerProvider | None,
+        max_batch: int,
+        exact_count_limit: int,
+    ) -> None:
+        self._pool = pool
+        self._timeout = timeout_seconds
+        self._span_attributes = span_attributes
+        self._exact_count_limit = exact_count_limit
+        # Spans nest under the RPC's server span (the current span of the calling task).
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._inserts: GroupCommit[Payment, Payment] = GroupCommit(
+            self._insert_batch, max_batch=max_batch, name=f"{pool.name}-writer"
+        )
+        self._last_success = 0.0  # time.monotonic() of the last operation that worked
+        self._last_failure = 0.0
+        self._hung = False  # a deadline passed since the last success (logged once)
+
+    @classmethod
+    async def open(
+        cls,
         url: str,
         *,
         min_size: int = 2,
@@ -181,61 +209,51 @@ class PostgresPaymentRepository:
         timeout_seconds: float = 5.0,
         name: str = "payments",
         tracer_provider: trace.TracerProvider | None = None,
-        writers: int = 1,
         max_batch: int = 64,
         exact_count_limit: int = 100_000,
-    ) -> None:
-        self._max_batch = max_batch
-        self._exact_count_limit = exact_count_limit
+    ) -> PostgresPaymentRepository:
+        """A store on ``url``. The pool connects in the background: the server starts
+        even while the database is down, and reports NOT_SERVING until it is reachable."""
         conninfo = connection_settings(url, timeout_seconds)
         details = conninfo_to_dict(conninfo)
-        self._span_attributes: dict[str, str | int] = {
-            "db.system": "postgresql",
-            "db.system.name": "postgresql",
-            "db.namespace": str(details.get("dbname") or ""),
-            "server.address": str(details.get("host") or "localhost"),
-            "server.port": int(details.get("port") or 5432),
-        }
-        # Spans nest under the RPC's server span (the current span of the calling thread).
-        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
-        self._outcome_lock = threading.Lock()
-        self._last_success = 0.0  # time.monotonic() of the last query that worked
-        self._last_failure = 0.0
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             conninfo,
             kwargs={"autocommit": True},
             min_size=min_size,
             max_size=max_size,
             timeout=timeout_seconds,
             # Give up on a failing reconnection soon; the next request (or the readiness
-            # monitor's ping) grows the pool again, so recovery never waits on a long backoff.
+            # ping) grows the pool again, so recovery never waits on a long backoff.
             reconnect_timeout=max(2.0, 2 * timeout_seconds),
             name=name,
             open=False,
         )
-        # Start connecting in the background: the server starts even while the
-        # database is down, and reports NOT_SERVING until it is reachable.
-        self._pool.open(wait=False)
-        self._inserts: queue.SimpleQueue[_PendingInsert | None] = queue.SimpleQueue()
-        self._writers = [
-            threading.Thread(target=self._write_loop, name=f"{name}-writer-{i}", daemon=True)
-            for i in range(writers)
-        ]
-        for writer in self._writers:
-            writer.start()
+        await pool.open(wait=False)
+        return cls(
+            pool,
+            timeout_seconds=timeout_seconds,
+            span_attributes={
+                "db.system": "postgresql",
+                "db.system.name": "postgresql",
+                "db.namespace": str(details.get("dbname") or ""),
+                "server.address": str(details.get("host") or "localhost"),
+                "server.port": int(details.get("port") or 5432),
+            },
+            tracer_provider=tracer_provider,
+            max_batch=max_batch,
+            exact_count_limit=exact_count_limit,
+        )
 
     # -- the repository protocol ------------------------------------------------------
 
-    def add_if_absent(self, payment: Payment) -> Payment:
-        pending = _PendingInsert(payment)
+    async def add_if_absent(self, payment: Payment) -> Payment:
         # The span covers the wait in the queue and the batch's statement and commit.
         with self._span("INSERT", _INSERT_MANY) as span:
-            self._inserts.put(pending)
-            stored = pending.outcome.result()
-            span.set_attribute("db.operation.batch.size", pending.batch_size)
+            stored, batch_size = await self._inserts.submit(payment, self._deadline())
+            span.set_attribute("db.operation.batch.size", batch_size)
         return stored
 
-    def get(self, payment_id: str) -> Payment | None:
+    async def get(self, payment_id: str) -> Payment | None:
         try:
             key = uuid.UUID(payment_id)
         except ValueError:
@@ -243,46 +261,47 @@ class PostgresPaymentRepository:
         if str(key) != payment_id:
             return None  # ids are stored in canonical form, as the in-memory store keys them
 
-        def select(conn: Connection) -> Payment | None:
-            row = conn.execute(_SELECT_BY_ID, (key,)).fetchone()
+        async def select(conn: Connection) -> Payment | None:
+            row = await (await conn.execute(_SELECT_BY_ID, (key,))).fetchone()
             return None if row is None else _row_to_payment(row)
 
         with self._span("SELECT", _SELECT_BY_ID):
-            return self._run(select)
+            return await self._shielded(select, self._deadline())
 
-    def count(self) -> int:
+    async def count(self) -> int:
         """Exact up to ``exact_count_limit`` payments, then PostgreSQL's estimate."""
 
-        def count(conn: Connection) -> int:
-            row = conn.execute(_COUNT, (self._exact_count_limit,)).fetchone()
+        async def count(conn: Connection) -> int:
+            row = await (await conn.execute(_COUNT, (self._exact_count_limit,))).fetchone()
             return 0 if row is None else int(row[0])
 
         with self._span("SELECT", _COUNT):
-            return self._run(count)
+            return await self._shielded(count, self._deadline())
 
-    def close(self) -> None:
-        """Finish the queued inserts, stop the writers, close every connection."""
-        for _ in self._writers:
-            self._inserts.put(None)
-        for writer in self._writers:
-            writer.join()
-        self._pool.close()
+    async def close(self) -> None:
+        """Write the queued inserts, stop the writer, close every connection."""
+        await self._inserts.close()
+        await self._pool.close(timeout=self._timeout)
 
     # -- readiness and metrics --------------------------------------------------------
 
-    def ping(self) -> bool:
+    async def ping(self) -> bool:
         """Whether the database answers through the pool right now.
 
-        A query that succeeded within the last second counts as an answer, so a busy
+        An operation that succeeded within the last second counts as an answer, so a busy
         server is not slowed down by pings, nor reported unready because every pooled
         connection is busy.
         """
-        with self._outcome_lock:
-            recent_success = self._last_success > self._last_failure
-            if recent_success and time.monotonic() - self._last_success < 1.0:
-                return True
+        recent_success = self._last_success > self._last_failure
+        if recent_success and time.monotonic() - self._last_success < 1.0:
+            return True
+
+        async def ping(conn: Connection) -> None:
+            await conn.execute(_PING)
+
+        deadline = asyncio.get_running_loop().time() + min(self._timeout, PING_TIMEOUT_SECONDS)
         try:
-            self._run(lambda conn: conn.execute(_PING).fetchone(), retry=False)
+            await self._shielded(ping, deadline)
         except StoreUnavailableError:
             return False
         return True
@@ -293,8 +312,11 @@ class PostgresPaymentRepository:
 
     # -- internals --------------------------------------------------------------------
 
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self._timeout
+
     @contextmanager
-    def _span(self, operation: str, query: str) -> Iterator[trace.Span]:
+    def _span(self, operation: str, query: str) -> Any:
         """A CLIENT span with the db.* attributes, under the caller's current span."""
         with self._tracer.start_as_current_span(
             f"{operation} payments",
@@ -308,118 +330,102 @@ class PostgresPaymentRepository:
         ) as span:
             yield span
 
-    def _write_loop(self) -> None:
-        """A writer thread: take what is queued (up to max_batch), insert it, repeat."""
-        while True:
-            first = self._inserts.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._inserts.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:  # close(): finish this batch, then stop
-                    self._inserts.put(None)
-                    break
-                batch.append(item)
-            self._write(batch)
+    async def _insert_batch(self, payments: Sequence[Payment], deadline: float) -> list[Payment]:
+        """Insert the batch; returns the payment stored for each one's key, in order."""
 
-    def _write(self, batch: list[_PendingInsert]) -> None:
+        async def insert(conn: Connection) -> dict[str, Payment]:
+            by_id = {payment.payment_id: payment for payment in payments}
+            cursor = await conn.execute(_INSERT_MANY, (_batch_json(payments),))
+            inserted = (by_id[payment_id] for (payment_id,) in await cursor.fetchall())
+            stored = {payment.idempotency_key: payment for payment in inserted}
+            taken = list({p.idempotency_key for p in payments if p.idempotency_key not in stored})
+            if taken:  # these keys belong to earlier payments: read the winners
+                cursor = await conn.execute(_SELECT_BY_KEYS, (taken,))
+                for row in await cursor.fetchall():
+                    winner = _row_to_payment(row)
+                    stored[winner.idempotency_key] = winner
+            return stored
+
+        # Safe to retry: a retried insert finds the rows it wrote (same ids) or winners.
+        stored = await self._run(insert, deadline)
         try:
-            # Safe to retry: a retried insert finds the rows it wrote (same ids) or winners.
-            stored = self._run(lambda conn: self._insert_batch(conn, batch))
-        except Exception as error:  # every waiter gets its own exception object
-            if not isinstance(error, StoreUnavailableError):
-                logger.exception("Unexpected error writing a batch of %d payments", len(batch))
-            for pending in batch:
-                failure = StoreUnavailableError()
-                failure.__cause__ = error
-                pending.outcome.set_exception(failure)
-            return
-        for pending in batch:
-            pending.batch_size = len(batch)
-            pending.outcome.set_result(stored[pending.payment.idempotency_key])
+            return [stored[payment.idempotency_key] for payment in payments]
+        except KeyError:  # the winner cannot vanish: nothing ever deletes payments
+            raise StoreUnavailableError("a payment for an idempotency key disappeared") from None
 
-    @staticmethod
-    def _insert_batch(conn: Connection, batch: list[_PendingInsert]) -> dict[str, Payment]:
-        """Insert the batch; returns idempotency key -> the payment stored for it."""
-        payments = [pending.payment for pending in batch]
-        by_id = {payment.payment_id: payment for payment in payments}
-        rows = conn.execute(_INSERT_MANY, (_batch_json(payments),)).fetchall()
-        inserted = (by_id[payment_id] for (payment_id,) in rows)
-        stored = {payment.idempotency_key: payment for payment in inserted}
-        taken = list({p.idempotency_key for p in payments if p.idempotency_key not in stored})
-        if taken:  # these keys belong to earlier payments: read the winners
-            for row in conn.execute(_SELECT_BY_KEYS, (taken,)).fetchall():
-                winner = _row_to_payment(row)
-                stored[winner.idempotency_key] = winner
-        if len(stored) < len({p.idempotency_key for p in payments}):
-            # The winner cannot vanish: nothing ever deletes payments.
-            raise StoreUnavailableError("a payment for an idempotency key disappeared")
-        return stored
+    async def _shielded(self, work: Callable[[Connection], Awaitable[T]], deadline: float) -> T:
+        """:meth:`_run`, which a cancelled caller does not interrupt: an operation once
+        started ends by its deadline, and psycopg never has to cancel a query midway."""
+        return await asyncio.shield(self._run(work, deadline))
 
-    def _run(self, work: Callable[[Connection], T], *, retry: bool = True) -> T:
-        """Run ``work`` on a pooled connection, translating database trouble.
+    async def _run(self, work: Callable[[Connection], Awaitable[T]], deadline: float) -> T:
+        """Run ``work`` on a pooled connection by ``deadline``, translating database trouble.
 
         A connection that turns out dead (the server restarted, a network cut) is
-        discarded with every other dead idle one and the work retried once on a fresh
-        connection, so a database that came back is used at once.
+        discarded and the work retried on another one while time remains, so a database
+        that came back is used at once.
         """
-        attempts = 2 if retry else 1
-        for attempt in range(1, attempts + 1):
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, _ATTEMPTS + 1):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
             try:
-                with self._connection() as conn:
-                    result = work(conn)
+                async with self._connection(remaining, deadline) as conn:
+                    result = await work(conn)
             except _ConnectionLost as lost:
-                if attempt < attempts:
-                    logger.info("Database connection lost (%s); retrying once", lost.cause)
-                    self._discard_dead_connections()
+                if attempt < _ATTEMPTS and not lost.past_deadline:
+                    logger.info("Database connection lost (%s); retrying", lost.cause)
                     continue
-                self._failed()
+                self._failed(lost.past_deadline)
                 raise StoreUnavailableError() from lost.cause
             except psycopg.OperationalError as error:  # includes PoolTimeout, QueryCanceled
-                self._failed()
+                self._failed(past_deadline=loop.time() >= deadline)
                 # DEBUG: in an outage this happens on every call; the readiness monitor
                 # and the pool log the outage itself at WARNING.
                 logger.debug("Database unavailable: %s: %s", type(error).__name__, error)
                 raise StoreUnavailableError() from error
             except psycopg.Error as error:
-                self._failed()
+                self._failed(past_deadline=False)
                 logger.error("Database error %s: %s", type(error).__name__, error)
                 raise StoreUnavailableError() from error
-            with self._outcome_lock:
-                self._last_success = time.monotonic()
+            self._last_success = time.monotonic()
+            self._hung = False
             return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        self._failed(past_deadline=True)
+        raise StoreUnavailableError()
 
-    @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        with self._pool.connection() as conn:
+    @asynccontextmanager
+    async def _connection(self, timeout: float, deadline: float) -> AsyncIterator[Connection]:
+        """A pooled connection that is severed if it is still in use at ``deadline``."""
+        loop = asyncio.get_running_loop()
+        async with self._pool.connection(timeout=timeout) as conn:
+            severed = loop.call_at(deadline, _sever, conn)
             try:
                 yield conn
-            except psycopg.OperationalError as error:
-                if conn.broken or conn.closed:
-                    raise _ConnectionLost(error) from error
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                # InterfaceError: "the connection is closed".
+                if conn.broken or conn.closed or isinstance(error, psycopg.InterfaceError):
+                    raise _ConnectionLost(error, past_deadline=loop.time() >= deadline) from error
                 raise
-            except psycopg.InterfaceError as error:  # "the connection is closed"
-                raise _ConnectionLost(error) from error
+            finally:
+                severed.cancel()
 
-    def _discard_dead_connections(self) -> None:
-        try:
-            self._pool.check()
-        except psycopg.Error:  # pragma: no cover - check() handles connection errors itself
-            logger.debug("Pool check failed", exc_info=True)
-
-    def _failed(self) -> None:
-        with self._outcome_lock:
-            self._last_failure = time.monotonic()
+    def _failed(self, past_deadline: bool) -> None:
+        self._last_failure = time.monotonic()
+        if past_deadline and not self._hung:
+            self._hung = True
+            logger.warning(
+                "The database did not answer within %gs (DATABASE_TIMEOUT_SECONDS); "
+                "calls get UNAVAILABLE until it does",
+                self._timeout,
+            )
 
 
 class _ConnectionLost(Exception):
     """A pooled connection died under a query (internal to this module)."""
 
-    def __init__(self, cause: psycopg.Error) -> None:
+    def __init__(self, cause: psycopg.Error, *, past_deadline: bool) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.past_deadline = past_deadline

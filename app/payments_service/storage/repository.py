@@ -1,7 +1,8 @@
 """The repository protocol every payment store implements.
 
 The contract (tests/contract) runs one suite against every implementation, so a
-store that passes it behaves exactly like the others.
+store that passes it behaves exactly like the others. Stores are used from the
+server's event loop: every method is a coroutine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from payments_service.domain.payment import Payment
 class PaymentRepository(Protocol):
     """Stores payments, at most one per idempotency key."""
 
-    def add_if_absent(self, payment: Payment) -> Payment:
+    async def add_if_absent(self, payment: Payment) -> Payment:
         """Store ``payment`` unless one with the same idempotency key exists.
 
         Returns the payment stored for that key: ``payment`` itself when it was
@@ -24,14 +25,14 @@ class PaymentRepository(Protocol):
         """
         ...
 
-    def get(self, payment_id: str) -> Payment | None:
+    async def get(self, payment_id: str) -> Payment | None:
         """The payment with this id, or None."""
         ...
 
-    def count(self) -> int:
+    async def count(self) -> int:
         """How many payments are stored."""
         ...
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release connections and other resources."""
         ...

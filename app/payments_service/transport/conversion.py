@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from payments_service import payments_pb2
-from payments_service.domain.payment import Payment, PaymentStatus
+from payments_service.domain.payment import Payment, PaymentRequest, PaymentStatus
 from payments_service.service import PaymentResult
 
 _STATUS_TO_PROTO = {
@@ -21,15 +19,15 @@ REPLAYED_MESSAGE = (
 )
 
 
-def request_payment_arguments(request: payments_pb2.RequestPaymentRequest) -> dict[str, Any]:
-    """The keyword arguments of PaymentService.request_payment for this request."""
-    return {
-        "amount_minor": request.amount_minor,
-        "currency": request.currency,
-        "order_id": request.order_id,
-        "idempotency_key": request.idempotency_key,
-        "metadata": dict(request.metadata),
-    }
+def payment_request_from_proto(request: payments_pb2.RequestPaymentRequest) -> PaymentRequest:
+    """The domain's request for this RequestPayment message (not validated yet)."""
+    return PaymentRequest(
+        amount_minor=request.amount_minor,
+        currency=request.currency,
+        order_id=request.order_id,
+        idempotency_key=request.idempotency_key,
+        metadata=dict(request.metadata),
+    )
 
 
 def payment_result_to_proto(result: PaymentResult) -> payments_pb2.RequestPaymentResponse:

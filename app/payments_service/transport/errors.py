@@ -74,3 +74,28 @@ def internal_status() -> grpc.Status:
             message="internal error; the service logged the details",
         )
     )
+
+
+def _refusal(code: grpc.StatusCode, reason: str, message: str) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    return rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=message, details=[_pack(info)])
+    )
+
+
+def shutting_down_status() -> grpc.Status:
+    """For a call that arrives once a graceful shutdown has begun: retry elsewhere."""
+    return _refusal(
+        grpc.StatusCode.UNAVAILABLE,
+        "SHUTTING_DOWN",
+        "the server is shutting down; retry (another replica will answer)",
+    )
+
+
+def overloaded_status(cap: int) -> grpc.Status:
+    """For a call over the concurrency cap (MAX_CONCURRENT_RPCS)."""
+    return _refusal(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "OVERLOADED",
+        f"too many calls in progress (MAX_CONCURRENT_RPCS={cap}); retry with backoff",
+    )

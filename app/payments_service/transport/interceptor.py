@@ -1,158 +1,338 @@
-"""The server interceptor every unary call passes through, once.
+"""The server interceptor every call passes through, once: what gRPC itself does not decide.
 
-It maps what a handler raises to the right status (DomainError -> its status, anything
-else -> logged + INTERNAL), and, knowing how each call really ended, records it: the
-go-grpc-prometheus metrics (with the trace id as exemplar), the truth on the server span
-(status code, error status, name without the leading "/"), and one access-log line.
+For every method, of every service on the server (the API, health, reflection):
+
+- request bytes that do not decode are the client's fault: INVALID_ARGUMENT, where
+  grpcio would answer UNKNOWN or INTERNAL and log a traceback per call;
+- a :class:`DomainError` becomes its status (:mod:`payments_service.transport.errors`),
+  anything else is logged once and answered INTERNAL with a generic message.
+
+For unary calls also:
+
+- admission (:class:`CallGate`): at most MAX_CONCURRENT_RPCS calls in progress or waiting
+  their turn (more get RESOURCE_EXHAUSTED at once), at most MAX_WORKERS handled at once,
+  and UNAVAILABLE for calls that arrive once a graceful shutdown has begun;
+- a :class:`CallObserver` learns how each call ended (telemetry plugs in there).
+
+A call counts only once its request message has arrived: a client that opens a stream and
+never sends its message holds no slot and no thread (grpc.aio waits for it on the loop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeAlias
 
 import grpc
-from opentelemetry import trace
 
-from payments_service.domain.errors import DomainError
-from payments_service.observability.metrics import Exemplar, GrpcServerMetrics, MethodMetrics
-from payments_service.observability.tracing import end_server_span
-from payments_service.transport.errors import internal_status, status_for
-from payments_service.transport.request_guards import reject_undecodable, tolerant_deserializer
+from payments_service.domain.errors import DomainError, FieldViolation, ValidationError
+from payments_service.transport.errors import (
+    internal_status,
+    overloaded_status,
+    shutting_down_status,
+    status_for,
+)
 
 logger = logging.getLogger(__name__)
-#: One line per call: method, code, duration, peer. Health checks log at DEBUG (probes).
-access_logger = logging.getLogger("payments_service.access")
 
-Behaviour = Callable[[Any, grpc.ServicerContext], Any]
-Continuation = Callable[[grpc.HandlerCallDetails], "grpc.RpcMethodHandler[Any, Any] | None"]
-
-_QUIET_METHOD_PREFIX = "/grpc.health."
+Context = grpc.aio.ServicerContext[Any, Any]
+Unary = Callable[[Any, Context], Awaitable[Any]]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
-def _code_set_by_handler(context: grpc.ServicerContext) -> grpc.StatusCode | None:
-    code: grpc.StatusCode | None = context.code()  # type: ignore[attr-defined]
-    return code
+class MethodObserver(Protocol):
+    """What telemetry learns about the calls of one method."""
+
+    def started(self, context: Context) -> Any:
+        """A call's request arrived; returns what :meth:`ended` is to be given."""
+        ...
+
+    def ended(
+        self,
+        call: Any,
+        context: Context,
+        code: grpc.StatusCode,
+        error: BaseException | None = None,
+    ) -> None:
+        """The call ``started`` returned ``call`` for ended with ``code``; ``error`` is the
+        unexpected exception that ended it, if one did."""
+        ...
 
 
-def _code_after_return(context: grpc.ServicerContext) -> grpc.StatusCode:
-    """The code the client gets for a handler that returned normally."""
-    code = _code_set_by_handler(context)
-    if code is not None and code is not grpc.StatusCode.OK:
-        return code
-    if context.is_active():
-        return grpc.StatusCode.OK
-    # The call ended while the handler ran: the response is dropped.
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.CANCELLED
+class CallObserver(Protocol):
+    def for_method(self, method: str) -> MethodObserver | None:
+        """The observer of ``/package.Service/Method`` (None: nothing to record)."""
+        ...
 
 
-class CallRecorder:
-    """What happens when one method's call ends: span, metrics, access log."""
+class UndecodableRequest:
+    """Stands in for a request whose bytes could not be decoded."""
 
-    def __init__(self, method: str, metrics: MethodMetrics | None) -> None:
-        self.method = method
-        self.metrics = metrics
-        self._span_name = method.lstrip("/")
-        self._log_level = logging.DEBUG if method.startswith(_QUIET_METHOD_PREFIX) else logging.INFO
-
-    def ended(self, context: grpc.ServicerContext, code: grpc.StatusCode, started: float) -> None:
-        """Record a call that ended with ``code``; the server span is still current."""
-        seconds = time.perf_counter() - started
-        exemplar: Exemplar = None
-        span = trace.get_current_span()
-        if span.is_recording():
-            end_server_span(span, self._span_name, code)
-            span_context = span.get_span_context()
-            if span_context.trace_flags.sampled:
-                exemplar = {"trace_id": format(span_context.trace_id, "032x")}
-        if self.metrics is not None:
-            self.metrics.handled(code, seconds, exemplar)
-        if access_logger.isEnabledFor(self._log_level):
-            milliseconds = round(seconds * 1000, 3)
-            peer = context.peer()
-            access_logger.log(
-                self._log_level,
-                "%s %s %.2fms peer=%s",
-                self.method,
-                code.name,
-                milliseconds,
-                peer,
-                extra={
-                    "grpc_method": self.method,
-                    "grpc_code": code.name,
-                    "duration_ms": milliseconds,
-                    "peer": peer,
-                },
-            )
+    __slots__ = ()
 
 
-def observe_call(recorder: CallRecorder, behaviour: Behaviour) -> Behaviour:
-    """Wrap a unary handler: map its errors to statuses and record how the call ended."""
-    method = recorder.method
-    metrics = recorder.metrics
+_UNDECODABLE = UndecodableRequest()
 
-    def handle(request: Any, context: grpc.ServicerContext) -> Any:
-        started = time.perf_counter()
-        if metrics is not None:
-            metrics.started()
-            metrics.received()
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer``, answering :class:`UndecodableRequest` where it would raise."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
         try:
-            response = behaviour(request, context)
+            return deserializer(data)
+        except Exception:  # any decoding failure is the client's fault
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _undecodable(method: str) -> ValidationError:
+    return ValidationError(
+        [FieldViolation("request", f"is not a valid request message for {method}")]
+    )
+
+
+#: The event loop has caught up with the calls clients sent when no new call was taken up
+#: during this long a sleep: grpc core then holds no call it would cancel at shutdown.
+CAUGHT_UP_SECONDS = 0.002
+#: At most this long after a drain begins, calls taken up are still served (the backlog
+#: clients had sent before it began); later ones are refused.
+DRAIN_SERVE_LIMIT_SECONDS = 1.0
+
+
+class CallGate:
+    """Admission of unary calls: the concurrency cap, the handlers at once, the drain."""
+
+    def __init__(self, *, cap: int | None, workers: int) -> None:
+        self._cap = cap
+        self._workers = asyncio.Semaphore(workers)
+        self._draining = False
+        self._arrivals = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: Calls admitted and not finished: handled now, or waiting for a worker.
+        self.admitted = 0
+
+    def arrived(self) -> None:
+        """A call was taken up (its request message may still be on its way)."""
+        self._arrivals += 1
+
+    def refusal(self) -> grpc.Status | None:
+        """Why a call whose request has arrived may not start, or None: then :meth:`enter`."""
+        if self._draining:
+            return shutting_down_status()
+        if self._cap is not None and self.admitted >= self._cap:
+            return overloaded_status(self._cap)
+        return None
+
+    async def enter(self) -> None:
+        self.admitted += 1
+        self._idle.clear()
+        try:
+            await self._workers.acquire()
+        except BaseException:
+            self._left()
+            raise
+
+    def leave(self) -> None:
+        self._workers.release()
+        self._left()
+
+    def _left(self) -> None:
+        self.admitted -= 1
+        if self.admitted == 0:
+            self._idle.set()
+
+    async def drain(self, grace: float) -> bool:
+        """Prepare a graceful shutdown; False if ``grace`` ran out with calls unfinished.
+
+        1. Calls keep being served until the loop has caught up with what clients had
+           sent (at most :data:`DRAIN_SERVE_LIMIT_SECONDS`).
+        2. From then on calls are refused with UNAVAILABLE, and the admitted ones finish.
+        3. It returns at a moment the loop has caught up again, so that the caller can
+           stop the gRPC server at once (grpc core cancels the calls it holds then).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        await self._caught_up(min(deadline, loop.time() + DRAIN_SERVE_LIMIT_SECONDS))
+        self._draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            return False
+        await self._caught_up(deadline)
+        return True
+
+    async def _caught_up(self, until: float) -> None:
+        """Return once a short sleep passes with no call taken up, or at ``until``."""
+        loop = asyncio.get_running_loop()
+        while loop.time() < until:
+            arrivals = self._arrivals
+            await asyncio.sleep(CAUGHT_UP_SECONDS)
+            if self._arrivals == arrivals:
+                return
+
+
+def _final_code(context: Context) -> grpc.StatusCode:
+    code: grpc.StatusCode | None = context.code()
+    return grpc.StatusCode.OK if code is None else code
+
+
+def _cancelled_code(context: Context) -> grpc.StatusCode:
+    """Why grpc.aio cancelled a call's handler: its deadline passed, or the client left."""
+    remaining = context.time_remaining()
+    expired = remaining is not None and remaining <= 0
+    return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+
+
+async def _end(
+    context: Context,
+    observer: MethodObserver | None,
+    call: Any,
+    status: grpc.Status,
+    error: BaseException | None = None,
+) -> None:
+    """End the call with ``status`` (grpc.aio's abort raises AbortError, as it must)."""
+    if observer is not None:
+        observer.ended(call, context, status.code, error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def guard_unary(
+    method: str,
+    behaviour: Unary,
+    *,
+    gate: CallGate | None,
+    observer: MethodObserver | None,
+) -> Unary:
+    """Wrap a unary handler: admission, decoding, error mapping, and telling ``observer``."""
+
+    async def handle(request: Any, context: Context) -> Any:
+        call = observer.started(context) if observer is not None else None
+        refusal = gate.refusal() if gate is not None else None
+        if refusal is not None:
+            return await _end(context, observer, call, refusal)
+        try:
+            if gate is not None:
+                await gate.enter()  # raises CancelledError if the call ends while it waits
+            try:
+                if request is _UNDECODABLE:
+                    raise _undecodable(method)
+                response = await behaviour(request, context)
+            finally:
+                if gate is not None:
+                    gate.leave()
         except DomainError as error:
-            status = status_for(error)
+            return await _end(context, observer, call, status_for(error))
+        except grpc.aio.AbortError:  # the handler ended the call itself
+            if observer is not None:
+                observer.ended(call, context, _final_code(context))
+            raise
+        except asyncio.CancelledError:
+            if observer is not None:
+                observer.ended(call, context, _cancelled_code(context))
+            raise
         except Exception as error:
-            aborted_with = _code_set_by_handler(context)
-            if type(error) is Exception and aborted_with not in (None, grpc.StatusCode.OK):
-                # context.abort() further in: the status is already on the context.
-                recorder.ended(context, aborted_with, started)
-                raise
             logger.exception("Unexpected error in %s", method)
-            trace.get_current_span().record_exception(error)
-            status = internal_status()
-        else:
-            recorder.ended(context, _code_after_return(context), started)
-            return response
-        recorder.ended(context, status.code, started)
-        context.abort_with_status(status)
+            return await _end(context, observer, call, internal_status(), error)
+        if observer is not None:
+            observer.ended(call, context, _final_code(context))
+        return response
 
     return handle
 
 
-class CallInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """Applies :func:`observe_call` to every unary-unary method, wrapping each handler once.
+def guard_stream(method: str, handler: Handler) -> Callable[[Any, Context], Awaitable[None]]:
+    """Wrap a streaming handler (health Watch, reflection): decoding and error mapping."""
+    # grpc-stubs type handlers as the sync server's; on grpc.aio they are coroutines.
+    inner: Callable[[Any, Context], Any] = handler.unary_stream or handler.stream_stream  # type: ignore[assignment]
+    request_streaming = handler.request_streaming
 
-    Undecodable request bytes reach the handler as a ValidationError (INVALID_ARGUMENT).
+    async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            if request is _UNDECODABLE:
+                raise _undecodable(method)
+            yield request
 
-    Register it right inside OpenTelemetry's interceptor (so the server span is current)
-    and outside every other interceptor (so it sees every way a call ends).
+    async def handle(request: Any, context: Context) -> None:
+        try:
+            if request_streaming:
+                request = checked(request)
+            elif request is _UNDECODABLE:
+                raise _undecodable(method)
+            produced = inner(request, context)
+            if inspect.isasyncgen(produced):
+                async for response in produced:
+                    await context.write(response)
+            else:
+                await produced
+        except DomainError as error:
+            status = status_for(error)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            logger.exception("Unexpected error in %s", method)
+            status = internal_status()
+        else:
+            return
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    return handle
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Applies :func:`guard_unary` / :func:`guard_stream` to every method, once per method.
+
+    Register it inside OpenTelemetry's interceptor (so the server span is current while it
+    runs) and outside every other one.
     """
 
-    def __init__(self, metrics: GrpcServerMetrics | None = None) -> None:
-        self._metrics = metrics
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    def __init__(
+        self, *, gate: CallGate | None = None, observer: CallObserver | None = None
+    ) -> None:
+        self._gate = gate
+        self._observer = observer
+        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
 
-    def intercept_service(
+    async def intercept_service(  # type: ignore[override]
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        metrics = self._metrics.for_method(method) if self._metrics is not None else None
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            observe_call(
-                CallRecorder(method, metrics), reject_undecodable(method, handler.unary_unary)
-            ),
-            request_deserializer=tolerant_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = wrapped
-        return wrapped
+        if self._gate is not None:
+            self._gate.arrived()
+        try:
+            return self._guarded[method]
+        except KeyError:
+            pass
+        handler = await continuation(handler_call_details)
+        guarded = handler if handler is None else self._guard(method, handler)
+        if guarded is not None:  # unknown methods are not remembered: their names are endless
+            self._guarded[method] = guarded
+        return guarded
+
+    def _guard(self, method: str, handler: Handler) -> Handler:
+        deserializer = _tolerant(handler.request_deserializer)
+        serializer = handler.response_serializer
+        if handler.unary_unary is not None:
+            observer = self._observer.for_method(method) if self._observer is not None else None
+            behaviour: Unary = handler.unary_unary  # type: ignore[assignment]
+            return grpc.unary_unary_rpc_method_handler(
+                guard_unary(method, behaviour, gate=self._gate, observer=observer),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                guard_stream(method, handler), deserializer, serializer
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                guard_stream(method, handler), deserializer, serializer
+            )
+        return handler  # stream-unary: no such method on this server

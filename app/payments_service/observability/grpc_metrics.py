@@ -1,4 +1,4 @@
-"""Prometheus metrics: go-grpc-prometheus compatible server metrics and business metrics.
+"""go-grpc-prometheus compatible server metrics.
 
 Every metric lives in a registry owned by one server (no process-wide globals), and the
 label children each call touches are bound once per method, so recording a call costs a
@@ -7,20 +7,10 @@ few lock-protected additions and no label look-ups.
 
 from __future__ import annotations
 
-import logging
-import math
 import threading
-from collections.abc import Callable
-from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.exposition import start_http_server
-
-from payments_service import __version__
-from payments_service.domain.errors import StoreUnavailableError
-
-logger = logging.getLogger(__name__)
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 #: grpc.StatusCode -> the spelling go-grpc-prometheus dashboards and alerts expect.
 GRPC_CODE_NAMES: dict[grpc.StatusCode, str] = {
@@ -147,100 +137,3 @@ class GrpcServerMetrics:
                 found = MethodMetrics(self, service, method)
                 self._methods[full_method] = found
             return found
-
-
-#: outcome label values of payments_total.
-PAYMENT_OUTCOMES = ("created", "replayed", "conflict", "invalid")
-#: The currency label of a request whose currency is not a supported one (keeps it bounded).
-OTHER_CURRENCY = "other"
-
-
-class PaymentMetrics:
-    """Business metrics: payments by outcome and currency, amounts, payments stored."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        currencies: tuple[str, ...],
-        stored_count: Callable[[], int],
-    ) -> None:
-        self.payments = Counter(
-            "payments",
-            "RequestPayment calls by outcome (created, replayed, conflict, invalid) and currency.",
-            ("outcome", "currency"),
-            registry=registry,
-        )
-        self.amount = Counter(
-            "payments_amount_minor",
-            "Sum of the amounts of created payments, in minor units of the currency.",
-            ("currency",),
-            registry=registry,
-        )
-        stored = Gauge(
-            "payments_stored",
-            "Payments in the store, read at each scrape (PostgreSQL: exact up to 100,000, "
-            "then its estimate; the store is shared, so aggregate replicas with max).",
-            registry=registry,
-        )
-        stored.set_function(_safe_count(stored_count))
-        build = Info("payments_service_build", "Version of the running service.", registry=registry)
-        build.info({"version": __version__})
-        for currency in currencies:
-            self.amount.labels(currency)
-            for outcome in PAYMENT_OUTCOMES:
-                self.payments.labels(outcome, currency)
-
-    def record(self, outcome: str, currency: str, amount_minor: int) -> None:
-        """Count one RequestPayment outcome (and its amount when a payment was created).
-
-        ``currency`` must be a supported currency or :data:`OTHER_CURRENCY`.
-        """
-        self.payments.labels(outcome, currency).inc()
-        if outcome == "created":
-            self.amount.labels(currency).inc(amount_minor)
-
-
-def _safe_count(count: Callable[[], int]) -> Callable[[], float]:
-    def read() -> float:
-        try:
-            return float(count())
-        except StoreUnavailableError:  # the outage is logged by the readiness monitor
-            return math.nan
-        except Exception:  # a scrape must not fail because the store misbehaves
-            logger.warning("Cannot count stored payments", exc_info=True)
-            return math.nan
-
-    return read
-
-
-class MetricsEndpoint:
-    """The /metrics HTTP server (OpenMetrics when the scraper asks for it, which exemplars need)."""
-
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self._registry = registry
-        self._host = host.strip("[]")
-        self._port = port
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port once started, else the configured one."""
-        return self._server.server_port if self._server is not None else self._port
-
-    def start(self) -> None:
-        """Serve /metrics on a daemon thread. Raises OSError when the port is taken."""
-        self._server, self._thread = start_http_server(
-            self._port, addr=self._host, registry=self._registry
-        )
-        logger.info("Serving Prometheus metrics on port %d at /metrics", self.port)
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None
