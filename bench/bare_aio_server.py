@@ -1,4 +1,9 @@
-"""The same trivial handlers on grpc.aio: measures the server model we did not choose."""
+"""The bare server of the service's model: the same trivial handlers, on grpc.aio.
+
+`async def` handlers run on the event loop, as the service's do (plain `def` ones would
+go to grpc.aio's thread pool, a thread hop per call). ``BENCH_LOOP=uvloop`` runs it on
+uvloop instead of asyncio's own loop.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,27 @@ import signal
 
 import grpc
 
-from bench.bare_server import BareServicer
-from payments_service import payments_pb2_grpc
+from payments_service import payments_pb2, payments_pb2_grpc
+
+
+class BareAioServicer(payments_pb2_grpc.PaymentServiceServicer):
+    async def RequestPayment(self, request, context):  # type: ignore[no-untyped-def]
+        return payments_pb2.RequestPaymentResponse(
+            payment_id="550e8400-e29b-41d4-a716-446655440000",
+            status=payments_pb2.PAYMENT_STATUS_PENDING,
+            message="Payment created",
+        )
+
+    async def GetPayment(self, request, context):  # type: ignore[no-untyped-def]
+        return payments_pb2.Payment(payment_id=request.payment_id, amount_minor=1250)
+
+    async def Health(self, request, context):  # type: ignore[no-untyped-def]
+        return payments_pb2.HealthResponse(status="SERVING")
 
 
 async def serve() -> None:
     server = grpc.aio.server()
-    payments_pb2_grpc.add_PaymentServiceServicer_to_server(BareServicer(), server)
+    payments_pb2_grpc.add_PaymentServiceServicer_to_server(BareAioServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{os.environ['PORT']}")
     await server.start()
     done = asyncio.Event()
@@ -24,4 +43,9 @@ async def serve() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    if os.environ.get("BENCH_LOOP") == "uvloop":
+        import uvloop
+
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())

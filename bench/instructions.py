@@ -44,7 +44,7 @@ def _instructions(target: Target, method: str, calls: int, workers: int) -> int:
                 pinned=False,
                 timeout=300,
             )
-            errors = asyncio.run(run_calls(f"127.0.0.1:{port}", method, 16, calls))
+            errors = asyncio.run(run_calls(f"127.0.0.1:{port.port}", method, 16, calls))
             if errors:
                 raise RuntimeError(f"{target.name}: {errors} of {calls} calls failed")
             time.sleep(1)  # let the last responses and span exports leave
@@ -63,7 +63,9 @@ def _per_call(target: Target, method: str, warmup: int, calls: int, workers: int
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument(
-        "--targets", nargs="+", default=["bare", "service", "telemetry", "telemetry-10"]
+        "--targets",
+        nargs="+",
+        default=["bare", "bare-sync", "quiet", "defaults", "traced", "traced-10"],
     )
     parser.add_argument(
         "--method", default="RequestPayment", choices=["RequestPayment", "GetPayment"]

@@ -20,6 +20,10 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    #: Calls made in the whole round, warm-up included (what the server's CPU time covers).
+    all_calls: int = 0
+    #: The server's CPU time (user + system) per call, in microseconds, when measured.
+    cpu_us: float | None = None
 
     @property
     def rate(self) -> float:
@@ -107,12 +111,13 @@ async def run_load(
         latencies: list[float] = []
         errors = 0
         calls = 0
+        made = 0
         start = time.perf_counter()
         measure_from = start + warmup
         stop_at = measure_from + duration
 
         async def caller() -> None:
-            nonlocal errors, calls
+            nonlocal errors, calls, made
             while True:
                 began = time.perf_counter()
                 if began >= stop_at:
@@ -122,10 +127,11 @@ async def run_load(
                     ok = True
                 except grpc.aio.AioRpcError:
                     ok = False
+                made += 1
                 if began >= measure_from:
                     calls += 1
                     errors += not ok
                     latencies.append((time.perf_counter() - began) * 1000)
 
         await asyncio.gather(*(caller() for _ in range(concurrency)))
-        return Result(calls, errors, duration, latencies)
+        return Result(calls, errors, duration, latencies, all_calls=made)

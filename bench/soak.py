@@ -163,7 +163,7 @@ def _print_window(number: int, window: Window, seconds: float, rss: float) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
-    parser.add_argument("--target", default="service", choices=["service", "postgres"])
+    parser.add_argument("--target", default="defaults", choices=["defaults", "quiet", "postgres"])
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the soak")
     parser.add_argument("--load", type=float, default=0.7, help="share of measured capacity")
     parser.add_argument("--window", type=float, default=30.0, help="seconds per printed row")
@@ -182,7 +182,7 @@ def main() -> None:
         os.sched_setaffinity(0, {CLIENT_CPU})
 
     with ExitStack() as stack:
-        port = start_target(TARGETS[args.target], stack, args.workers)
+        port = start_target(TARGETS[args.target], stack, args.workers).port
         pid = server_pid(port)
         target = f"127.0.0.1:{port}"
         capacity = asyncio.run(run_load(target, "RequestPayment", 16, 10.0, 2.0))

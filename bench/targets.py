@@ -34,14 +34,21 @@ class Target:
     baseline: str | None = "bare"
 
 
-# Telemetry is off in "service" so it measures the service's own work.
+# The service's own work: no metrics, no tracing, no access log.
 _QUIET = {"LOG_LEVEL": "WARNING", "METRICS_PORT": "0", "OTEL_SDK_DISABLED": "true"}
+#: A queue large enough that no span is dropped at full speed (the sink counts them).
+_NO_SPAN_DROPPED = {"OTEL_BSP_MAX_QUEUE_SIZE": "16384"}
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _metrics_port(stack: ExitStack) -> dict[str, str]:
+    """The defaults serve /metrics on 9464, which another process may hold: a free port."""
+    return {"METRICS_PORT": str(free_port())}
 
 
 def _otlp_sink(stack: ExitStack) -> dict[str, str]:
@@ -54,19 +61,7 @@ def _otlp_sink(stack: ExitStack) -> dict[str, str]:
         sink.wait(timeout=15)
 
     stack.callback(stop)
-    return {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-        "METRICS_PORT": str(free_port()),
-    }
-
-
-# Full telemetry: every call traced (100% sampling) and exported, metrics with exemplars.
-# The access log is off (LOG_LEVEL=WARNING) so the terminal shows only the figures.
-_TELEMETRY = {
-    "LOG_LEVEL": "WARNING",
-    "OTEL_TRACES_SAMPLER": "always_on",
-    "OTEL_BSP_MAX_QUEUE_SIZE": "8192",
-}
+    return {**_metrics_port(stack), "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
 
 
 def _postgres_database(stack: ExitStack) -> dict[str, str]:
@@ -89,34 +84,40 @@ def _postgres_database(stack: ExitStack) -> dict[str, str]:
 TARGETS: dict[str, Target] = {
     "bare": Target(
         "bare",
-        "bare grpcio server, trivial handlers (the ceiling)",
+        "grpc.aio with trivial async handlers on asyncio's loop: the floor of the service's "
+        "server model",
+        args=("-m", "bench.bare_aio_server"),
+        baseline=None,
+    ),
+    "bare-sync": Target(
+        "bare-sync",
+        "grpcio's synchronous server with trivial handlers and 10 threads: the cheapest "
+        "grpcio server there is",
         args=("-m", "bench.bare_server"),
         baseline=None,
     ),
-    "bare-aio": Target(
-        "bare-aio",
-        "the same trivial handlers on grpc.aio (the server model we did not choose)",
-        args=("-m", "bench.bare_aio_server"),
+    "quiet": Target(
+        "quiet",
+        "payments-service, in-memory store, no metrics, tracing or access log: its own work",
+        env=_QUIET,
     ),
-    "service": Target("service", "payments-service, in-memory store, telemetry off", env=_QUIET),
-    "no-cap": Target(
-        "no-cap",
-        "as service, without the concurrency cap (MAX_CONCURRENT_RPCS=0): grpcio's cap "
-        "bookkeeping takes a lock the serving loop holds",
-        env={**_QUIET, "MAX_CONCURRENT_RPCS": "0"},
+    "defaults": Target(
+        "defaults",
+        "payments-service as `make run` starts it: metrics, access log at INFO, tracing "
+        "without an OTLP endpoint",
+        prepare=_metrics_port,
     ),
-    "telemetry": Target(
-        "telemetry",
-        "payments-service with traces (100% sampled, exported over OTLP to a live receiver) "
-        "and Prometheus metrics with exemplars",
-        env=_TELEMETRY,
+    "traced": Target(
+        "traced",
+        "the defaults plus an OTLP endpoint (a live receiver): every call traced and exported",
+        env=_NO_SPAN_DROPPED,
         prepare=_otlp_sink,
     ),
-    "telemetry-10": Target(
-        "telemetry-10",
-        "as telemetry, 10% of calls sampled (parentbased_traceidratio 0.1, the production advice)",
+    "traced-10": Target(
+        "traced-10",
+        "as traced, 10% of calls sampled (parentbased_traceidratio 0.1, the production advice)",
         env={
-            **_TELEMETRY,
+            **_NO_SPAN_DROPPED,
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": "0.1",
         },
@@ -124,11 +125,11 @@ TARGETS: dict[str, Target] = {
     ),
     "postgres": Target(
         "postgres",
-        "payments-service, PostgreSQL store (local server, fresh database, pool up to 66 "
-        "connections so it never limits), telemetry off",
+        "as quiet, on the PostgreSQL store (local server, fresh database, pool up to 66 "
+        "connections so it never limits)",
         env={**_QUIET, "STORAGE_BACKEND": "postgres", "DATABASE_POOL_MAX_SIZE": "66"},
         prepare=_postgres_database,
-        baseline="service",
+        baseline="quiet",
     ),
 }
 
