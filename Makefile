@@ -47,8 +47,8 @@ test-e2e: $(STAMP) ## Run the end-to-end tests (real grpcurl, Prometheus, Helm e
 	$(PYTEST) tests/e2e
 
 lint: $(STAMP) ## Lint the code (ruff), check formatting, audit the locked dependencies
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench k8s
+	$(BIN)/ruff format --check app tests bench k8s
 	@$(MAKE) --no-print-directory audit
 
 # pip-audit asks PyPI's JSON API (pypi.org/pypi/<name>/<version>/json) for advisories.
@@ -74,8 +74,8 @@ audit: $(STAMP) ## Check the locked dependencies for known vulnerabilities (pip-
 	fi
 
 format: $(STAMP) ## Format the code and apply safe lint fixes
-	$(BIN)/ruff format app tests bench
-	$(BIN)/ruff check --fix app tests bench
+	$(BIN)/ruff format app tests bench k8s
+	$(BIN)/ruff check --fix app tests bench k8s
 
 typecheck: $(STAMP) ## Type-check the package with mypy --strict
 	$(BIN)/mypy
@@ -116,7 +116,8 @@ docker-stop: ## Stop the background container (SIGTERM, graceful)
 	docker stop $(CONTAINER)
 
 manifests: $(STAMP) ## Render k8s/payments-service.yaml from the chart's default values
-	$(BIN)/python -m tests.e2e.chart_support > k8s/payments-service.yaml
+	$(BIN)/python k8s/render_manifests.py > k8s/payments-service.yaml.tmp
+	mv k8s/payments-service.yaml.tmp k8s/payments-service.yaml
 
 kind-up: ## kind cluster + image + Jaeger/Prometheus + helm install (STORAGE=postgres: on PostgreSQL)
 	CLUSTER=$(CLUSTER) IMAGE=$(IMAGE) STORAGE=$(STORAGE) k8s/kind/up.sh

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, require_tool
+from tests.e2e.chart_support import manifests, render, the
 
 pytestmark = pytest.mark.tools
 
@@ -20,7 +23,7 @@ def test_alert_rules_are_valid() -> None:
         [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 3 rules found" in result.stdout
+    assert "SUCCESS: 4 rules found" in result.stdout
 
 
 def test_each_alert_fires_and_stays_quiet_as_specified() -> None:
@@ -34,3 +37,51 @@ def test_each_alert_fires_and_stays_quiet_as_specified() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_the_charts_absent_alert_watches_its_own_namespace(tmp_path: Path) -> None:
+    """Staging still reports, production's pods are all gone: the production release's
+    PrometheusRule fires, though the shared file's absent() alone would stay quiet."""
+    promtool = require_tool("promtool")
+    values = {"metrics": {"prometheusRule": {"enabled": True}}}
+    rule = the(manifests(render(values, namespace="production")), "PrometheusRule")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    staging = (
+        'payments_service_build_info{namespace="staging",job="payments-service",version="0.1.0"}'
+    )
+    tests = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": staging, "values": "1x20"}],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "10m",
+                        "alertname": "PaymentsServiceAbsent",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical", "namespace": "production"},
+                                "exp_annotations": {
+                                    "summary": "no payments-service instance reports metrics",
+                                    "description": "Prometheus has had no "
+                                    "payments_service_build_info series for 5 minutes: no "
+                                    "instance is running, or none is scraped.",
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        [promtool, "test", "rules", "test.yaml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

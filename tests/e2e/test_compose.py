@@ -87,7 +87,6 @@ def test_traces_go_to_jaegers_otlp_port() -> None:
     stack = compose()
     endpoint = stack["services"][SERVICE]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
     assert endpoint == "http://jaeger:4317"
-    assert stack["services"]["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
 
 
 def test_test_client_profile_uses_the_cli_against_the_service() -> None:

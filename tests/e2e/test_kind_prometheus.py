@@ -128,7 +128,7 @@ def test_kind_prometheus_scrapes_the_pod_through_its_annotations(tmp_path: Path)
         assert up["metric"]["instance"] == f"127.0.0.1:{metrics_port}"
         assert up["metric"]["pod"] == POD_NAME and up["value"][1] == "1"
         assert up["metric"]["app_kubernetes_io_name"] == "payments-service"
-        # The chart's alert rules select job=~".*payments-service.*".
+        # The job is the app name label (what the dashboard's job variable lists).
         assert up["metric"]["job"] == "payments-service"
     finally:
         prometheus.terminate()

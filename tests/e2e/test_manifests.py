@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,9 @@ from tests.e2e.chart_support import (
     assert_tool_passes,
     load_values,
     manifests,
-    plain_manifests,
     render,
 )
+from tests.e2e.test_chart import KUBE_VERSIONS
 
 pytestmark = pytest.mark.tools
 
@@ -46,8 +47,50 @@ def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return found
 
 
+def plain_manifests() -> str:
+    """What `make manifests` writes: k8s/render_manifests.py's output."""
+    done = subprocess.run(
+        [sys.executable, str(K8S / "render_manifests.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    return done.stdout
+
+
 def test_plain_manifests_match_the_chart() -> None:
     assert PLAIN.read_text() == plain_manifests(), "k8s/ is stale: run make manifests"
+
+
+def test_plain_manifests_can_be_adopted_by_helm_later() -> None:
+    """Helm adopts an existing object only when its managed-by label says Helm and its
+    meta.helm.sh annotations name the release; objects that claim Helm without them make
+    `helm install` fail. kubectl-applied objects say kubectl (docs/deployment.md tells how
+    to hand them to Helm)."""
+    objects = documents(PLAIN)
+    assert objects
+    for obj in objects:
+        for labels in (
+            obj["metadata"].get("labels", {}),
+            obj.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}),
+        ):
+            assert labels.get("app.kubernetes.io/managed-by") in (None, "kubectl"), obj["kind"]
+
+
+def test_one_jaeger_everywhere_and_it_is_v2() -> None:
+    """Compose, the kind stack and every docker run in the docs use the same pinned Jaeger."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    stack = documents(K8S / "observability" / "jaeger.yaml")
+    (deployment,) = [o for o in stack if o["kind"] == "Deployment"]
+    images = {compose["services"]["jaeger"]["image"]}
+    images |= {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        images |= set(re.findall(r"jaegertracing/[a-z-]+:[\w.]+", doc.read_text()))
+    (image,) = images
+    assert re.fullmatch(r"jaegertracing/jaeger:2\.\d+\.\d+", image), image
+    assert "COLLECTOR_OTLP_ENABLED" not in (ROOT / "README.md").read_text()  # a v1 setting
 
 
 @pytest.mark.parametrize("path", [PLAIN, *KIND_MANIFESTS], ids=lambda p: str(p.relative_to(ROOT)))
@@ -55,7 +98,7 @@ def test_manifest_files_are_valid_for_kubernetes(path: Path) -> None:
     import kubernetes_validate
 
     for obj in documents(path):
-        for version in ("1.31.0", "1.37.0"):
+        for version in KUBE_VERSIONS:
             kubernetes_validate.validate(obj, version, strict=True)
 
 
@@ -168,9 +211,21 @@ def test_checkov_passes_on_the_production_scenario_and_the_dockerfile(tmp_path: 
     assert failed == [], "\n".join(failed)
 
 
+PLATFORM = CHART / "ci" / "platform-values.yaml"
+
+
+def test_checkov_passes_on_the_platform_scenario(tmp_path: Path) -> None:
+    """Two checks are off here, for what that scenario does on purpose: CKV_K8S_40 (a fixed
+    high UID) because OpenShift assigns the user, CKV_K8S_11 (a CPU limit) because it removes
+    the limit (resources.limits.cpu: null) as teams do to avoid CPU throttling."""
+    write_rendered(tmp_path, PLATFORM)
+    failed = run_checkov(tmp_path, "CKV_K8S_40", "CKV_K8S_11")
+    assert failed == [], "\n".join(failed)
+
+
 def test_checkov_passes_on_the_other_scenarios_and_k8s(tmp_path: Path) -> None:
     for values_file in [*SCENARIOS, *KIND_VALUES]:
-        if values_file != PRODUCTION:
+        if values_file not in (PRODUCTION, PLATFORM):
             write_rendered(tmp_path, values_file)
     (tmp_path / "plain.yaml").write_text(PLAIN.read_text())
     for path in KIND_MANIFESTS:
