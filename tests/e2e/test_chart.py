@@ -428,8 +428,14 @@ def camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+#: Valid non-default values of string settings with a format of their own.
+SAMPLES: dict[str, Any] = {"otel_propagators": "tracecontext"}
+
+
 def sample_value(name: str) -> Any:
     """A valid value for a plain setting that differs from its default."""
+    if name in SAMPLES:
+        return SAMPLES[name]
     field = Settings.model_fields[name]
     default = field.get_default(call_default_factory=True)
     annotation = field.annotation
