@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="text for people, json for log collectors"
     )
+    slow_call_seconds: float = Field(
+        0.25,
+        ge=0,
+        le=3600,
+        description="the access log has a line at INFO for every failed call and every call "
+        "slower than this; other calls only at DEBUG",
+    )
     grace_period_seconds: float = Field(
         5.0,
         ge=0,

@@ -26,6 +26,8 @@ def test_process_exports_spans_serves_metrics_and_logs_json_with_trace_ids() -> 
                 "HOST": "127.0.0.1",
                 "METRICS_PORT": str(metrics_port),
                 "LOG_FORMAT": "json",
+                # Every call is slower than 0 s: the successful one gets its line at INFO too.
+                "SLOW_CALL_SECONDS": "0",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
                 "OTEL_RESOURCE_ATTRIBUTES": "k8s.namespace.name=shop",
                 # Longer than the test: only the flush at shutdown can deliver the spans.

@@ -67,7 +67,7 @@ def scenario() -> Iterator[Scenario]:
     access = logging.getLogger("payments_service.access")
     access.addHandler(handler)
     previous_level = access.level
-    access.setLevel(logging.INFO)
+    access.setLevel(logging.DEBUG)  # every line, whatever its level
     codes: dict[str, grpc.StatusCode] = {}
     try:
         with running_receiver() as (receiver, receiver_port):
@@ -212,6 +212,8 @@ def test_access_log_lines_are_json_with_the_trace_id_of_their_call(scenario: Sce
     for line, (label, code) in zip(payment_lines, scenario.codes.items(), strict=True):
         assert line["logger"] == "payments_service.access"
         assert line["grpc_code"] == code.name, label
+        # Failed calls at INFO; fast successful ones only at DEBUG (the metrics count them).
+        assert line["level"] == ("DEBUG" if code is grpc.StatusCode.OK else "INFO"), label
         assert isinstance(line["duration_ms"], float)
         assert str(line["peer"]).startswith("ipv4:127.0.0.1:")
         span = spans_by_trace[str(line["trace_id"])]

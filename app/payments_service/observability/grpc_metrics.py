@@ -1,16 +1,23 @@
 """go-grpc-prometheus compatible server metrics.
 
-Every metric lives in a registry owned by one server (no process-wide globals), and the
-label children each call touches are bound once per method, so recording a call costs a
-few lock-protected additions and no label look-ups.
+Every metric lives in a registry owned by one server (no process-wide globals). A call only
+adds to plain numbers bound once per method: the server changes them on its event loop
+alone, so no lock is needed, and the collector turns them into the exposition at scrape
+time. No ``*_created`` series: go-grpc-prometheus has none and no dashboard reads them.
 """
 
 from __future__ import annotations
 
-import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar as PromExemplar
+from prometheus_client.utils import floatToGoString
 
 #: grpc.StatusCode -> the spelling go-grpc-prometheus dashboards and alerts expect.
 GRPC_CODE_NAMES: dict[grpc.StatusCode, str] = {
@@ -50,6 +57,7 @@ HANDLING_SECONDS_BUCKETS = (
     5.0,
     10.0,
 )
+_BUCKET_NAMES = [*map(floatToGoString, HANDLING_SECONDS_BUCKETS), "+Inf"]
 
 _GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
@@ -58,82 +66,121 @@ Exemplar = dict[str, str] | None
 
 
 class MethodMetrics:
-    """The series of one unary method, bound once; :meth:`record` is the per-call path."""
+    """The series of one unary method; the three methods below are the per-call path."""
 
-    def __init__(self, metrics: GrpcServerMetrics, service: str, method: str) -> None:
-        labels = ("unary", service, method)
-        self._started = metrics.started.labels(*labels)
-        self._received = metrics.msg_received.labels(*labels)
-        self._sent = metrics.msg_sent.labels(*labels)
-        self._seconds = metrics.handling_seconds.labels(*labels)
-        self._handled = {
-            code: metrics.handled.labels(*labels, name) for code, name in GRPC_CODE_NAMES.items()
-        }
+    __slots__ = (
+        "bucket_counts",
+        "bucket_exemplars",
+        "handled_counts",
+        "handled_exemplars",
+        "labels",
+        "received_count",
+        "seconds_sum",
+        "sent_count",
+        "started_count",
+    )
+
+    def __init__(self, service: str, method: str) -> None:
+        self.labels = ("unary", service, method)
+        self.started_count = 0
+        self.received_count = 0
+        self.sent_count = 0
+        self.handled_counts = dict.fromkeys(GRPC_CODE_NAMES, 0)
+        self.handled_exemplars: dict[grpc.StatusCode, PromExemplar] = {}
+        #: Calls per bucket, not cumulative (the collector adds them up).
+        self.bucket_counts = [0] * len(_BUCKET_NAMES)
+        self.bucket_exemplars: list[PromExemplar | None] = [None] * len(_BUCKET_NAMES)
+        self.seconds_sum = 0.0
 
     def started(self) -> None:
         """A call arrived (counted before the handler runs)."""
-        self._started.inc()
+        self.started_count += 1
 
     def received(self) -> None:
         """The request message was decoded."""
-        self._received.inc()
+        self.received_count += 1
 
     def handled(self, code: grpc.StatusCode, seconds: float, exemplar: Exemplar) -> None:
         """The call ended with ``code`` after ``seconds``."""
         if code is grpc.StatusCode.OK:
-            self._sent.inc()
-        self._handled[code].inc(1, exemplar)
-        self._seconds.observe(seconds, exemplar)
+            self.sent_count += 1
+        self.handled_counts[code] += 1
+        bucket = bisect_left(HANDLING_SECONDS_BUCKETS, seconds)  # the first bound >= seconds
+        self.bucket_counts[bucket] += 1
+        self.seconds_sum += seconds
+        if exemplar is not None:
+            now = time.time()
+            self.handled_exemplars[code] = PromExemplar(exemplar, 1.0, now)
+            self.bucket_exemplars[bucket] = PromExemplar(exemplar, seconds, now)
 
 
-class GrpcServerMetrics:
+class GrpcServerMetrics(Collector):
     """The go-grpc-prometheus server metrics, with the same names, labels and code names."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.started = Counter(
+        self._methods: dict[str, MethodMetrics] = {}
+        registry.register(self)
+
+    def for_method(self, full_method: str) -> MethodMetrics:
+        """The series of ``/package.Service/Method`` (created, for every code, once)."""
+        found = self._methods.get(full_method)
+        if found is None:
+            service, _, method = full_method.lstrip("/").rpartition("/")
+            found = self._methods[full_method] = MethodMetrics(service, method)
+        return found
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families([])
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(list(self._methods.values()))
+
+    @staticmethod
+    def _families(methods: list[MethodMetrics]) -> Iterator[Metric]:
+        started = CounterMetricFamily(
             "grpc_server_started",
             "Total number of RPCs started on the server.",
-            _GRPC_LABELS,
-            registry=registry,
+            labels=_GRPC_LABELS,
         )
-        self.handled = Counter(
+        handled = CounterMetricFamily(
             "grpc_server_handled",
             "Total number of RPCs completed on the server, regardless of success or failure.",
-            (*_GRPC_LABELS, "grpc_code"),
-            registry=registry,
+            labels=(*_GRPC_LABELS, "grpc_code"),
         )
-        self.handling_seconds = Histogram(
+        seconds = HistogramMetricFamily(
             "grpc_server_handling_seconds",
             "Histogram of response latency (seconds) of gRPC that had been application-level "
             "handled by the server.",
-            _GRPC_LABELS,
-            buckets=HANDLING_SECONDS_BUCKETS,
-            registry=registry,
+            labels=_GRPC_LABELS,
         )
-        self.msg_received = Counter(
+        received = CounterMetricFamily(
             "grpc_server_msg_received",
             "Total number of RPC stream messages received on the server.",
-            _GRPC_LABELS,
-            registry=registry,
+            labels=_GRPC_LABELS,
         )
-        self.msg_sent = Counter(
+        sent = CounterMetricFamily(
             "grpc_server_msg_sent",
             "Total number of gRPC stream messages sent by the server.",
-            _GRPC_LABELS,
-            registry=registry,
+            labels=_GRPC_LABELS,
         )
-        self._methods: dict[str, MethodMetrics] = {}
-        self._lock = threading.Lock()
-
-    def for_method(self, full_method: str) -> MethodMetrics:
-        """The bound series of ``/package.Service/Method`` (created, for every code, once)."""
-        found = self._methods.get(full_method)
-        if found is not None:
-            return found
-        with self._lock:
-            found = self._methods.get(full_method)
-            if found is None:
-                service, _, method = full_method.lstrip("/").rpartition("/")
-                found = MethodMetrics(self, service, method)
-                self._methods[full_method] = found
-            return found
+        for m in methods:
+            started.add_metric(m.labels, m.started_count)
+            received.add_metric(m.labels, m.received_count)
+            sent.add_metric(m.labels, m.sent_count)
+            for code, name in GRPC_CODE_NAMES.items():
+                handled.add_metric(
+                    (*m.labels, name),
+                    m.handled_counts[code],
+                    exemplar=m.handled_exemplars.get(code),
+                )
+            cumulative = 0
+            buckets: list[tuple[str, float, PromExemplar] | tuple[str, float]] = []
+            for name, count, exemplar in zip(
+                _BUCKET_NAMES, m.bucket_counts, m.bucket_exemplars, strict=True
+            ):
+                cumulative += count
+                buckets.append(
+                    (name, cumulative) if exemplar is None else (name, cumulative, exemplar)
+                )
+            seconds.add_metric(m.labels, buckets, m.seconds_sum)
+        yield from (started, handled, seconds, received, sent)

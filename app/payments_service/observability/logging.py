@@ -17,7 +17,7 @@ from opentelemetry import trace
 TEXT_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 #: Structured fields the access log passes with ``extra=``; JSON lines carry them as keys.
-ACCESS_FIELDS = ("grpc_method", "grpc_code", "duration_ms", "peer")
+ACCESS_FIELDS = ("grpc_method", "grpc_code", "duration_ms", "peer", "trace_id")
 
 #: C0 controls, DEL and C1 controls -> a visible escape (\n, \x1b, ...).
 _ESCAPES = {
@@ -63,7 +63,7 @@ class JsonFormatter(logging.Formatter):
         if span_context.is_valid:
             entry["trace_id"] = format(span_context.trace_id, "032x")
             entry["span_id"] = format(span_context.span_id, "016x")
-        for name in ACCESS_FIELDS:
+        for name in ACCESS_FIELDS:  # an access-log line without a span names its trace id
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value

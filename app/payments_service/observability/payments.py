@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from payments_service import __version__
 from payments_service.domain.errors import StoreUnavailableError
@@ -20,8 +27,11 @@ logger = logging.getLogger(__name__)
 OTHER_CURRENCY = "other"
 
 
-class PaymentMetrics:
-    """payments_total by outcome and currency, amounts created, payments stored."""
+class PaymentMetrics(Collector):
+    """payments_total by outcome and currency, amounts created, payments stored.
+
+    Plain numbers changed on the event loop, rendered at scrape time (as the gRPC metrics).
+    """
 
     def __init__(
         self,
@@ -29,51 +39,59 @@ class PaymentMetrics:
         currencies: tuple[str, ...],
         stored_count: Callable[[], Awaitable[int]],
     ) -> None:
-        self.payments = Counter(
-            "payments",
-            "RequestPayment calls by outcome (created, replayed, conflict, invalid) and currency.",
-            ("outcome", "currency"),
-            registry=registry,
-        )
-        self.amount = Counter(
-            "payments_amount_minor",
-            "Sum of the amounts of created payments, in minor units of the currency.",
-            ("currency",),
-            registry=registry,
-        )
-        self._stored = Gauge(
-            "payments_stored",
-            "Payments in the store, read at each scrape (PostgreSQL: exact up to 100,000, "
-            "then its estimate; the store is shared, so aggregate replicas with max).",
-            registry=registry,
-        )
+        labels = (*currencies, OTHER_CURRENCY)
+        self._counts = {(outcome, currency): 0 for outcome in PaymentOutcome for currency in labels}
+        self._amounts = dict.fromkeys(labels, 0)
+        self._stored = math.nan
         self._stored_count = stored_count
-        build = Info("payments_service_build", "Version of the running service.", registry=registry)
-        build.info({"version": __version__})
-        for currency in (*currencies, OTHER_CURRENCY):
-            self.amount.labels(currency)
-            for outcome in PaymentOutcome:
-                self.payments.labels(outcome.value, currency)
+        registry.register(self)
 
     def record(self, outcome: PaymentOutcome, currency: str, amount_minor: int) -> None:
         """Count one RequestPayment outcome (and its amount when a payment was created).
 
         ``currency`` must be a supported currency or :data:`OTHER_CURRENCY`.
         """
-        self.payments.labels(outcome.value, currency).inc()
+        self._counts[outcome, currency] += 1
         if outcome is PaymentOutcome.CREATED:
-            self.amount.labels(currency).inc(amount_minor)
+            self._amounts[currency] += amount_minor
 
     async def refresh(self) -> None:
         """Read the values that are read at scrape time (NaN while the store is down)."""
         try:
-            value = float(await self._stored_count())
+            self._stored = float(await self._stored_count())
         except StoreUnavailableError:  # the outage is logged by the readiness monitor
-            value = math.nan
+            self._stored = math.nan
         except Exception:  # a scrape must not fail because the store misbehaves
             logger.warning("Cannot count stored payments", exc_info=True)
-            value = math.nan
-        self._stored.set(value)
+            self._stored = math.nan
+
+    def collect(self) -> Iterator[Metric]:
+        payments = CounterMetricFamily(
+            "payments",
+            "RequestPayment calls by outcome (created, replayed, conflict, invalid) and currency.",
+            labels=("outcome", "currency"),
+        )
+        for (outcome, currency), count in self._counts.items():
+            payments.add_metric((outcome.value, currency), count)
+        amount = CounterMetricFamily(
+            "payments_amount_minor",
+            "Sum of the amounts of created payments, in minor units of the currency.",
+            labels=("currency",),
+        )
+        for currency, total in self._amounts.items():
+            amount.add_metric((currency,), total)
+        stored = GaugeMetricFamily(
+            "payments_stored",
+            "Payments in the store, read at each scrape (PostgreSQL: exact up to 100,000, "
+            "then its estimate; the store is shared, so aggregate replicas with max).",
+            value=self._stored,
+        )
+        build = InfoMetricFamily(
+            "payments_service_build",
+            "Version of the running service.",
+            value={"version": __version__},
+        )
+        yield from (payments, amount, stored, build)
 
 
 class PaymentTelemetry:

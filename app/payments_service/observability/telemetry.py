@@ -44,7 +44,7 @@ class Telemetry:
             else None
         )
         #: What the call interceptor tells about each call (span, metrics, access log).
-        self.calls = CallTelemetry(self.grpc_metrics, spans)
+        self.calls = CallTelemetry(self.grpc_metrics, spans, settings.slow_call_seconds)
 
     def prepare_methods(self, full_methods: list[str]) -> None:
         """Create every series of these methods now, so dashboards see zeros from start-up."""

@@ -2,8 +2,9 @@
 
 Spans are exported in batches over OTLP/gRPC (OTEL_TRACES_EXPORTER=otlp, the default) when
 an OTLP endpoint is configured, or printed to stdout (console). With the otlp exporter and
-no endpoint, or with none, nothing would ever read a span, so none is recorded: every call
-still gets a trace id for its log lines (the caller's, when it sent a traceparent).
+no endpoint, or with none, nothing would ever read a span, so there is no TracerProvider
+and no span is made at all; a call's access-log line still carries its trace id (the
+caller's, when it sent a traceparent).
 """
 
 from __future__ import annotations
@@ -106,26 +107,27 @@ def build_resource(settings: Settings) -> Resource:
 
 
 def build_tracer_provider(settings: Settings) -> TracerProvider | None:
-    """A TracerProvider, or None when OTEL_SDK_DISABLED=true."""
+    """A TracerProvider, or None when OTEL_SDK_DISABLED=true or no exporter would ever
+    receive a span."""
     if settings.otel_sdk_disabled:
         logger.info("Tracing disabled (OTEL_SDK_DISABLED=true)")
         return None
     endpoint = settings.otlp_traces_endpoint
     exporter = settings.otel_traces_exporter
-    records = exporter == "console" or (exporter == "otlp" and endpoint is not None)
+    if exporter == "none" or (exporter == "otlp" and endpoint is None):
+        logger.info("No span exporter configured: no span is recorded")
+        return None
     provider = TracerProvider(
-        sampler=build_sampler(settings) if records else ALWAYS_OFF,
+        sampler=build_sampler(settings),
         resource=build_resource(settings),
         shutdown_on_exit=False,  # the server flushes it after the gRPC server stopped
     )
     if exporter == "console":
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
         logger.info("Printing spans to stdout (OTEL_TRACES_EXPORTER=console)")
-    elif records:
+    else:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         logger.info("Exporting traces over OTLP/gRPC to %s", endpoint)
-    else:
-        logger.info("No span exporter configured: spans are neither recorded nor exported")
     return provider
 
 
@@ -173,6 +175,20 @@ class _Metadata:
     @staticmethod
     def keys(carrier: Sequence[tuple[str, Any]]) -> list[str]:
         return [k for k, _ in carrier]
+
+
+def caller_trace_id(metadata: Sequence[tuple[str, Any]]) -> str | None:
+    """The trace id of a W3C ``traceparent`` in ``metadata`` (32 hex digits), or None."""
+    for key, value in metadata:
+        if key == "traceparent" and isinstance(value, str):
+            parts = value.split("-")
+            if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+                try:
+                    int(parts[1], 16)
+                except ValueError:
+                    return None
+                return parts[1].lower()
+    return None
 
 
 class ServerSpans:

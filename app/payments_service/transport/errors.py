@@ -99,3 +99,13 @@ def overloaded_status(cap: int) -> grpc.Status:
         "OVERLOADED",
         f"too many calls in progress (MAX_CONCURRENT_RPCS={cap}); retry with backoff",
     )
+
+
+def expired_status() -> grpc.Status:
+    """For a call whose deadline passed while it waited its turn: it did nothing."""
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+            message="the deadline passed while the call waited its turn; nothing was done",
+        )
+    )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeAlias
 
@@ -30,6 +31,7 @@ import grpc
 
 from payments_service.domain.errors import DomainError, FieldViolation, ValidationError
 from payments_service.transport.errors import (
+    expired_status,
     internal_status,
     overloaded_status,
     shutting_down_status,
@@ -111,7 +113,8 @@ class CallGate:
 
     def __init__(self, *, cap: int | None, workers: int) -> None:
         self._cap = cap
-        self._workers = asyncio.Semaphore(workers)
+        self._free = workers
+        self._waiting: deque[asyncio.Future[None]] = deque()
         self._draining = False
         self._arrivals = 0
         self._idle = asyncio.Event()
@@ -124,29 +127,53 @@ class CallGate:
         self._arrivals += 1
 
     def refusal(self) -> grpc.Status | None:
-        """Why a call whose request has arrived may not start, or None: then :meth:`enter`."""
+        """Why a call whose request has arrived may not start, or None: then :meth:`admit`."""
         if self._draining:
             return shutting_down_status()
         if self._cap is not None and self.admitted >= self._cap:
             return overloaded_status(self._cap)
         return None
 
-    async def enter(self) -> None:
+    def admit(self) -> bool:
+        """Count the call in; True when a worker is free for it at once, else it must
+        ``await`` :meth:`turn`. Either way :meth:`leave` must follow."""
+        if not self.admitted:
+            self._idle.clear()
         self.admitted += 1
-        self._idle.clear()
+        if self._free:
+            self._free -= 1
+            return True
+        return False
+
+    async def turn(self) -> None:
+        """Wait until a worker is handed to this call (raises CancelledError if the call
+        ends meanwhile; then it has left already)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
         try:
-            await self._workers.acquire()
-        except BaseException:
-            self._left()
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.cancelled():
+                self._waiting.remove(waiter)
+                self._left()
+            else:  # handed a worker in the same instant: pass it on
+                self.leave()
             raise
 
     def leave(self) -> None:
-        self._workers.release()
+        """The call is done: its worker goes to the next call waiting, if any."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        else:
+            self._free += 1
         self._left()
 
     def _left(self) -> None:
         self.admitted -= 1
-        if self.admitted == 0:
+        if not self.admitted:
             self._idle.set()
 
     async def drain(self, grace: float) -> bool:
@@ -184,11 +211,14 @@ def _final_code(context: Context) -> grpc.StatusCode:
     return grpc.StatusCode.OK if code is None else code
 
 
+def _expired(context: Context) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
 def _cancelled_code(context: Context) -> grpc.StatusCode:
     """Why grpc.aio cancelled a call's handler: its deadline passed, or the client left."""
-    remaining = context.time_remaining()
-    expired = remaining is not None and remaining <= 0
-    return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.DEADLINE_EXCEEDED if _expired(context) else grpc.StatusCode.CANCELLED
 
 
 async def _end(
@@ -219,8 +249,11 @@ def guard_unary(
         if refusal is not None:
             return await _end(context, observer, call, refusal)
         try:
-            if gate is not None:
-                await gate.enter()  # raises CancelledError if the call ends while it waits
+            if gate is not None and not gate.admit():
+                await gate.turn()  # raises CancelledError if the call ends while it waits
+                if _expired(context):  # grpc may not have cancelled it yet: do no work
+                    gate.leave()
+                    return await _end(context, observer, call, expired_status())
             try:
                 if request is _UNDECODABLE:
                     raise _undecodable(method)
