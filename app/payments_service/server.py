@@ -36,8 +36,8 @@ from payments_service.readiness import ReadinessMonitor
 from payments_service.service import PaymentService
 from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
 from payments_service.storage.migrate import run_migrations
+from payments_service.transport.calls import CallGate, add_guarded
 from payments_service.transport.health import NOT_SERVING, SERVING, HealthService
-from payments_service.transport.interceptor import CallGate, CallInterceptor
 from payments_service.transport.server_options import health_server_options, server_options
 from payments_service.transport.servicer import SERVICE_NAME, PaymentServicer
 from payments_service.transport.tls import server_credentials
@@ -101,6 +101,7 @@ class PaymentServer:
             )
         # No await between the drain's end and this: the loop has caught up right now.
         remaining = max(0.0, deadline - loop.time())
+        logger.debug("Calls drained; closing the ports")
         await self.server.stop(min(remaining, STREAMS_GRACE_SECONDS))
         if self.health_server is not None:
             await self.health_server.stop(0)
@@ -174,19 +175,27 @@ async def build_server(
     servicer = PaymentServicer(service, health)
     logger.info("Creating gRPC server with %d workers...", settings.max_workers)
     descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    server = grpc.aio.server(
-        interceptors=[CallInterceptor(gate=gate, observer=telemetry.calls)],
-        options=server_options(settings, descriptor_limit=descriptors),
-    )
+    server = grpc.aio.server(options=server_options(settings, descriptor_limit=descriptors))
     logger.info("Adding PaymentService servicer to server...")
-    payments_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    add_guarded(
+        server,
+        payments_pb2_grpc.add_PaymentServiceServicer_to_server,
+        servicer,
+        gate=gate,
+        observer=telemetry.calls,
+        hot=True,
+    )
+    # Health checks take no worker and are never refused: during a drain they say NOT_SERVING.
+    add_guarded(
+        server, health_pb2_grpc.add_HealthServicer_to_server, health, observer=telemetry.calls
+    )
     if settings.reflection_enabled:
         names = (SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        add_guarded(
+            server,
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
             # reflection.aio: the asyncio servicer (exported only where grpc.aio exists).
             reflection.aio.ReflectionServicer(names),  # type: ignore[attr-defined]
-            server,
         )
     port = _bind(
         server, settings.host, settings.port, "PORT", credentials=server_credentials(settings)
@@ -196,10 +205,8 @@ async def build_server(
     health_server = None
     health_port = None
     if settings.health_port:
-        health_server = grpc.aio.server(
-            interceptors=[CallInterceptor()], options=health_server_options(settings)
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(health, health_server)
+        health_server = grpc.aio.server(options=health_server_options(settings))
+        add_guarded(health_server, health_pb2_grpc.add_HealthServicer_to_server, health, hot=True)
         health_port = _bind(
             health_server, settings.health_bind_host, settings.health_port, "HEALTH_PORT"
         )

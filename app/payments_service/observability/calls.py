@@ -6,7 +6,7 @@ SLOW_CALL_SECONDS, with the call's trace id; other calls get their line only at 
 (the metrics count them all). A line costs more than the rest of a fast call's telemetry,
 and a log of every successful call says nothing the metrics do not.
 
-:class:`CallTelemetry` is the :class:`~payments_service.transport.interceptor.CallObserver`
+:class:`CallTelemetry` is the :class:`~payments_service.transport.calls.CallObserver`
 the server gives its interceptor.
 """
 

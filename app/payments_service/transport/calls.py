@@ -1,6 +1,8 @@
-"""The server interceptor every call passes through, once: what gRPC itself does not decide.
+"""What every call passes through, once: what gRPC itself does not decide.
 
-For every method, of every service on the server (the API, health, reflection):
+Every method handler is wrapped once, when its service is added to the server
+(:func:`add_guarded`), not per call by an interceptor. For every method, of every service
+on the server (the API, health, reflection):
 
 - request bytes that do not decode are the client's fault: INVALID_ARGUMENT, where
   grpcio would answer UNKNOWN or INTERNAL and log a traceback per call;
@@ -100,8 +102,9 @@ def _undecodable(method: str) -> ValidationError:
     )
 
 
-#: The event loop has caught up with the calls clients sent when no new call was taken up
-#: during this long a sleep: grpc core then holds no call it would cancel at shutdown.
+#: The event loop has caught up with the calls clients sent when no task started or ended
+#: during this long a sleep (grpc.aio starts a task the moment it takes a call up, before
+#: its request arrives): grpc core then holds no call it would cancel at its shutdown.
 CAUGHT_UP_SECONDS = 0.002
 #: At most this long after a drain begins, calls taken up are still served (the backlog
 #: clients had sent before it began); later ones are refused.
@@ -116,15 +119,10 @@ class CallGate:
         self._free = workers
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._draining = False
-        self._arrivals = 0
         self._idle = asyncio.Event()
         self._idle.set()
         #: Calls admitted and not finished: handled now, or waiting for a worker.
         self.admitted = 0
-
-    def arrived(self) -> None:
-        """A call was taken up (its request message may still be on its way)."""
-        self._arrivals += 1
 
     def refusal(self) -> grpc.Status | None:
         """Why a call whose request has arrived may not start, or None: then :meth:`admit`."""
@@ -196,14 +194,20 @@ class CallGate:
         await self._caught_up(deadline)
         return True
 
-    async def _caught_up(self, until: float) -> None:
-        """Return once a short sleep passes with no call taken up, or at ``until``."""
+    @staticmethod
+    async def _caught_up(until: float) -> None:
+        """Return once a short sleep passes in which no task started or ended, or at
+        ``until``."""
         loop = asyncio.get_running_loop()
+        tasks = asyncio.all_tasks()  # held: no new task can take the place of one of these
         while loop.time() < until:
-            arrivals = self._arrivals
             await asyncio.sleep(CAUGHT_UP_SECONDS)
-            if self._arrivals == arrivals:
+            for _ in range(3):  # what woke the loop meanwhile becomes a task by now
+                await asyncio.sleep(0)
+            now = asyncio.all_tasks()
+            if now == tasks:
                 return
+            tasks = now
 
 
 def _final_code(context: Context) -> grpc.StatusCode:
@@ -319,44 +323,58 @@ def guard_stream(method: str, handler: Handler) -> Callable[[Any, Context], Awai
     return handle
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Applies :func:`guard_unary` / :func:`guard_stream` to every method, once per method.
+class _Registrar:
+    """Stands in for the server the generated ``add_*Servicer_to_server`` functions
+    register with: each method handler is guarded once, then added to the real server.
 
-    Register it inside OpenTelemetry's interceptor (so the server span is current while it
-    runs) and outside every other one.
+    grpc.aio's serving loop waits on one pending request per *registered* method, every
+    call; so only the API's own methods are registered (``hot``), and the others (health,
+    reflection) are served through the generic handlers, looked up when they are called.
     """
 
     def __init__(
-        self, *, gate: CallGate | None = None, observer: CallObserver | None = None
+        self, server: grpc.aio.Server, guard: Callable[[str, Handler], Handler], hot: bool
     ) -> None:
-        self._gate = gate
-        self._observer = observer
-        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
+        self._server = server
+        self._guard = guard
+        self._hot = hot
+        self.unmatched: set[str] = set()
 
-    async def intercept_service(  # type: ignore[override]
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method: str = handler_call_details.method
-        if self._gate is not None:
-            self._gate.arrived()
-        try:
-            return self._guarded[method]
-        except KeyError:
-            pass
-        handler = await continuation(handler_call_details)
-        guarded = handler if handler is None else self._guard(method, handler)
-        if guarded is not None:  # unknown methods are not remembered: their names are endless
-            self._guarded[method] = guarded
-        return guarded
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        # Replaced by the guarded handlers below; noted to check that they come.
+        self.unmatched.update(handler.service_name() for handler in handlers)
 
-    def _guard(self, method: str, handler: Handler) -> Handler:
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
+        guarded = {name: self._guard(f"/{service}/{name}", h) for name, h in handlers.items()}
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, guarded),)
+        )
+        if self._hot:
+            self._server.add_registered_method_handlers(service, guarded)  # type: ignore[attr-defined]
+        self.unmatched.discard(service)
+
+
+def add_guarded(
+    server: grpc.aio.Server,
+    add_to_server: Callable[[Any, Any], None],
+    servicer: object,
+    *,
+    gate: CallGate | None = None,
+    observer: CallObserver | None = None,
+    hot: bool = False,
+) -> None:
+    """``add_to_server(servicer, server)`` (a generated ``add_*Servicer_to_server``), each
+    method guarded (:func:`guard_unary`, :func:`guard_stream`); ``hot`` services are also
+    registered for grpc.aio's fast path."""
+
+    def guard(method: str, handler: Handler) -> Handler:
         deserializer = _tolerant(handler.request_deserializer)
         serializer = handler.response_serializer
         if handler.unary_unary is not None:
-            observer = self._observer.for_method(method) if self._observer is not None else None
             behaviour: Unary = handler.unary_unary  # type: ignore[assignment]
+            watcher = observer.for_method(method) if observer is not None else None
             return grpc.unary_unary_rpc_method_handler(
-                guard_unary(method, behaviour, gate=self._gate, observer=observer),
+                guard_unary(method, behaviour, gate=gate, observer=watcher),
                 request_deserializer=deserializer,
                 response_serializer=serializer,
             )
@@ -368,4 +386,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return grpc.stream_stream_rpc_method_handler(
                 guard_stream(method, handler), deserializer, serializer
             )
-        return handler  # stream-unary: no such method on this server
+        raise TypeError(f"{method}: stream-unary methods are not served here")
+
+    registrar = _Registrar(server, guard, hot)
+    add_to_server(servicer, registrar)
+    if registrar.unmatched:  # generated code that registers generic handlers only
+        raise RuntimeError(f"cannot guard the methods of {sorted(registrar.unmatched)}")
