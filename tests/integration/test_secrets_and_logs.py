@@ -38,6 +38,7 @@ from tests.raw_http2 import RawGrpcConnection
 PASSWORD = "Qx7vK9wR2tLp"  # noqa: S105 (a marker to search the output for, not a credential)
 PERCENT_PASSWORD = "Qx%zzJ7vK9wR"  # noqa: S105 ("%zz" is no percent-encoding)
 AT_PASSWORD = "Qx7v@K9wR2tLp"  # noqa: S105 (an unencoded "@" ends the user info early)
+SPACE_PASSWORD = "Qx7v K9wR2tLp"  # noqa: S105 (unquoted, the keyword form splits it)
 PASSWORD_FRAGMENT_LENGTH = 4  # no run of this many characters of the password may appear
 EXIT_WITHIN_SECONDS = 5.0  # a configuration error is reported at start, not after retries
 CONFIGURATION_ERROR_STATUS = 2
@@ -67,6 +68,12 @@ BAD_URLS = [
         f"host=127.0.0.1 dbname=test user=payments password={PASSWORD} frobnicate=1",
         PASSWORD,
         ("option",),  # naming it is fine, and so is not naming it
+    ),
+    (
+        "unquoted-space-in-keyword-password",
+        f"host=127.0.0.1 dbname=test user=payments password={SPACE_PASSWORD}",
+        SPACE_PASSWORD,
+        ("=", "quot", "syntax", "url"),
     ),
     (
         "bad-sslmode",
