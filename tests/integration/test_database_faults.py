@@ -1,4 +1,4 @@
-"""A database that stops answering (issue 10, item 6), through a TcpProxy the test controls.
+"""A database that stops answering, through a TcpProxy the test controls.
 
 Unlike a cut (tests/integration/test_postgres_outage.py), nothing here fails fast: in
 ``blackhole`` mode the proxy takes every byte and never answers (a hung PostgreSQL, pooler

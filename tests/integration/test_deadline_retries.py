@@ -1,5 +1,5 @@
 """1 ms deadlines, then retries with the same key: exactly one payment per key (a regression
-test of issue 10, in memory and on PostgreSQL, against the real server process).
+test, in memory and on PostgreSQL, against the real server process).
 
 A call whose deadline passes may still be carried out by the server: the client gets
 DEADLINE_EXCEEDED, the payment may exist. A client that retries with the same key must then

@@ -1,4 +1,4 @@
-"""Graceful shutdown at the default settings (issue 10, item 5), seen by three gRPC stacks.
+"""Graceful shutdown at the default settings, seen by three gRPC stacks.
 
 The server runs with MAX_WORKERS, GRACE_PERIOD_SECONDS and DATABASE_TIMEOUT_SECONDS at
 their defaults and stores payments in PostgreSQL through a TcpProxy the test pauses. The
