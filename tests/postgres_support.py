@@ -1,4 +1,4 @@
-"""PostgreSQL for tests: a throw-away database per use, and a TCP proxy that can be cut.
+"""PostgreSQL for tests: a throw-away database per use, and a TCP proxy that can fail it.
 
 The server is DATABASE_URL from the environment, or the local one on 127.0.0.1:5432.
 Without it the tests skip locally and fail under CI=true (see ``require``).
@@ -75,12 +75,27 @@ def port_of(url: str) -> tuple[str, int]:
 
 
 class TcpProxy:
-    """Forwards a local port to the database; ``cut()`` drops every connection and
-    refuses new ones, ``restore()`` accepts again on the same port."""
+    """Forwards a local port to the database, in a mode the test sets for every
+    connection, open or new:
+
+    - pass (from ``start()``, and after ``restore()``): bytes flow both ways.
+    - ``cut()``: every connection is dropped and new ones are refused (a partition, a
+      database restart).
+    - ``pause()``: bytes are held, unread, both ways; ``release()`` delivers them in order
+      and passes again, losing nothing (a database process stopped, then resumed).
+    - ``blackhole()``: what is sent is read and dropped and nothing ever answers; new
+      connections are accepted too (a hung pooler or sidecar: the peer's kernel
+      acknowledges every byte, so no TCP timeout fires). ``restore()`` closes these
+      connections, which lost bytes, and passes again.
+    - ``trickle(interval)``: one byte every ``interval`` seconds (a database that
+      answers, far too slowly).
+    """
 
     def __init__(self, target: tuple[str, int]) -> None:
         self._target = target
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()  # guards the mode and the connections
+        self._mode = "pass"
+        self._interval = 0.0
         self._connections: list[socket.socket] = []
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -108,14 +123,40 @@ class TcpProxy:
             self._listener = None
         if self._thread is not None:
             self._thread.join()
-        with self._lock:
+        self._set_mode("pass")
+        self._close_connections()
+
+    def restore(self) -> None:
+        """Pass bytes again: listen again after ``cut()``, drop blackholed connections."""
+        if self._mode == "blackhole":
+            self._close_connections()
+        self._set_mode("pass")
+        if self._listener is None:
+            self.start()
+
+    def pause(self) -> None:
+        self._set_mode("pause")
+
+    release = restore
+
+    def blackhole(self) -> None:
+        self._set_mode("blackhole")
+
+    def trickle(self, interval: float) -> None:
+        self._set_mode("trickle", interval)
+
+    def _set_mode(self, mode: str, interval: float = 0.0) -> None:
+        with self._changed:
+            self._mode, self._interval = mode, interval
+            self._changed.notify_all()
+
+    def _close_connections(self) -> None:
+        with self._changed:
             for sock in self._connections:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
             self._connections.clear()
-
-    restore = start
 
     def _accept(self, listener: socket.socket) -> None:
         listener.settimeout(0.1)
@@ -129,7 +170,7 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
-            with self._lock:
+            with self._changed:
                 self._connections += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
@@ -140,13 +181,19 @@ class TcpProxy:
             selector.register(b, selectors.EVENT_READ, a)
             while True:
                 for key, _ in selector.select(timeout=0.5):
+                    with self._changed:
+                        while self._mode == "pause":
+                            self._changed.wait()
+                        mode, interval = self._mode, self._interval
                     source: socket.socket = key.fileobj  # type: ignore[assignment]
-                    data = source.recv(65536)
+                    data = source.recv(1 if mode == "trickle" else 65536)
                     if not data:
                         return
-                    key.data.sendall(data)
+                    if mode != "blackhole":
+                        key.data.sendall(data)
+                    time.sleep(interval)
         except (OSError, ValueError):
-            return  # cut() closed the sockets
+            return  # cut() or restore() closed the sockets
         finally:
             selector.close()
             for sock in (a, b):
