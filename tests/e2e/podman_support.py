@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -152,10 +153,8 @@ def engine() -> Podman:
 
 def smoke_test(podman: Podman, image: str) -> None:
     """One container from ``image``: skip (fail under CI=true) when the engine cannot run it."""
-    result = podman.run(
-        "run", "--rm", "--label", podman.label, "--entrypoint", "python", image, "-c", "",
-        check=False, timeout=120,
-    )  # fmt: skip
+    command = ["run", "--rm", "--label", podman.label, "--entrypoint", "python", image, "-c", ""]
+    result = podman.run(*command, check=False, timeout=120)
     require(
         result.returncode == 0,
         f"podman cannot run a container here: {quiet(result.stderr)}"
@@ -184,18 +183,19 @@ def base_image(podman: Podman) -> str:
         partial = tarball.with_suffix(".partial.tar")
         result = subprocess.run(
             [mmdebstrap, "--quiet", *BASE_RECIPE, str(partial), str(sources)],
-            capture_output=True, text=True, timeout=900, check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
             stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         if result.returncode != 0:
             partial.unlink(missing_ok=True)
             raise PodmanError(f"mmdebstrap failed:\n{result.stdout}\n{result.stderr}")
         partial.rename(tarball)
     reference = f"localhost/{LABEL}-base:{digest}"
-    podman.run(
-        "import", "--quiet", "--change", f"LABEL {podman.label}", str(tarball), reference,
-        timeout=300,
-    )  # fmt: skip
+    labelled = ["--change", f"LABEL {podman.label}"]
+    podman.run("import", "--quiet", *labelled, str(tarball), reference, timeout=300)
     smoke_test(podman, reference)
     return reference
 
@@ -242,6 +242,17 @@ def layers(podman: Podman, image: Image) -> list[tuple[str, int]]:
         for entry, size in zip(history, sizes, strict=True)
         if not entry.get("empty_layer", False)
     ]
+
+
+def compressed_size(podman: Podman, image: Image, directory: Path) -> int:
+    """Bytes of the image's gzip-compressed layers and config, as a registry would hold it."""
+    target = directory / "image"
+    save = ["save", "--quiet", "--format", "docker-dir", "--compress", "--output", str(target)]
+    podman.run(*save, image.reference, timeout=300)
+    try:
+        return sum(path.stat().st_size for path in target.iterdir())
+    finally:
+        shutil.rmtree(target)
 
 
 def megabytes(size: int) -> str:

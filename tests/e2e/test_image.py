@@ -154,7 +154,7 @@ def diff(podman: Podman, container: str) -> list[str]:
 
 
 def test_image_keeps_the_dockerfiles_metadata_and_stays_small(
-    podman: Podman, image: Image, request: pytest.FixtureRequest
+    podman: Podman, image: Image, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     config = image.inspect["Config"]
     assert image.inspect["User"] == config["User"] == "10001:10001"
@@ -168,6 +168,8 @@ def test_image_keeps_the_dockerfiles_metadata_and_stays_small(
     report(request, f"image {image.reference}: {megabytes(image.size)} in {len(layers)} layers")
     for instruction, size in layers:
         report(request, f"  {megabytes(size):>9}  {instruction[:90]}")
+    compressed = podman_support.compressed_size(podman, image, tmp_path)
+    report(request, f"  compressed (gzip layers, as a registry holds it): {megabytes(compressed)}")
     (base,) = podman.json("image", "inspect", image.base)
     own = layers[len(base["RootFS"]["Layers"]) :]  # the Dockerfile's own, after the base's
     assert [instruction.split()[0] for instruction, _ in own] == ["groupadd", "COPY"]
