@@ -54,6 +54,8 @@ BASE_RECIPE = (
 )
 #: podman's own log noise without systemd (it cannot arm timers for HEALTHCHECK).
 SYSTEMD_NOISE = "unable to get systemd connection"
+#: The infra image podman builds (and keeps) the first time it makes a pod.
+PAUSE_IMAGE = "localhost/podman-pause"
 
 
 class PodmanError(AssertionError):
@@ -67,10 +69,12 @@ class Podman:
     binary: str
     env: dict[str, str]
     token: str = field(default_factory=lambda: secrets.token_hex(4))
-    #: Images this session pulled or made podman make (removed at the end if unused).
-    extra_images: list[str] = field(default_factory=list)
+    #: Images this session pulled (removed at the end unless in use).
+    pulled: list[str] = field(default_factory=list)
     #: (kind, name) of unlabelled objects this session made, e.g. ("volume", "...").
     owned: list[tuple[str, str]] = field(default_factory=list)
+    #: Whether podman's pause image was there before this session.
+    had_pause_image: bool = True
 
     @property
     def label(self) -> str:
@@ -132,8 +136,12 @@ class Podman:
         images = self.ids("image")
         if images:
             self.run("rmi", "--force", *images, check=False, timeout=300)
-        for image in self.extra_images:  # without --force: kept while anything uses it
+        extra = [*self.pulled, *([] if self.had_pause_image else self.pause_images())]
+        for image in extra:  # without --force: kept while anything uses it
             self.run("rmi", image, check=False)
+
+    def pause_images(self) -> list[str]:
+        return self.run("images", "--quiet", PAUSE_IMAGE, check=False).stdout.split()
 
 
 def quiet(stderr: str) -> str:
@@ -148,6 +156,7 @@ def engine() -> Podman:
     podman = Podman(require_tool("podman"), env)
     info = podman.run("info", "--format", "json", check=False, timeout=60)
     require(info.returncode == 0, f"the podman engine cannot start: {quiet(info.stderr)}")
+    podman.had_pause_image = bool(podman.pause_images())
     return podman
 
 
@@ -168,7 +177,7 @@ def base_image(podman: Podman) -> str:
     if given:
         if not podman.exists("image", given):
             podman.run("pull", "--quiet", given, timeout=600)
-            podman.extra_images.append(given)
+            podman.pulled.append(given)
         smoke_test(podman, given)
         return given
     sources = next((path for path in SOURCES if path.exists()), None)

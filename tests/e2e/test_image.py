@@ -425,12 +425,8 @@ def pod(podman: Podman, image: Image, tmp_path_factory: pytest.TempPathFactory) 
     kube.write_text(yaml.safe_dump_all(played))
     network = podman.name("kube")  # else podman makes (and keeps) a default kube network
     podman.run("network", "create", "--label", podman.label, network)
-    pause = "localhost/podman-pause"
-    had_pause = bool(podman.run("images", "--quiet", pause).stdout.strip())
     try:
         podman.run("kube", "play", "--network", network, str(kube), timeout=180)
-        if not had_pause:  # podman builds its pod infra image on first use
-            podman.extra_images += podman.run("images", "--format", "{{.ID}}", pause).stdout.split()
         yield pod
     finally:
         podman.run("kube", "down", str(kube), check=False, timeout=180)
@@ -526,9 +522,10 @@ def test_compose_service_and_test_client_under_podman_compose(
     pulled here. An override file (compose's own merge) points both services at the test
     image, publishes the ports on 127.0.0.1 only (free ports), drops the fixed
     container_name and the dependency on Jaeger; spans the service tries to send to
-    jaeger:4317 are lost, which must not hurt serving. podman-compose ignores
-    ``condition: service_healthy``, so the test runs the HEALTHCHECK itself first. Every
-    podman-compose call runs under ``timeout``: it waits forever on an image it cannot pull.
+    jaeger:4317 are lost, which must not hurt serving. ``--in-pod false``: one container per
+    service, as with Docker. podman-compose ignores ``condition: service_healthy`` with
+    podman 4.3, so the test runs the HEALTHCHECK itself first. Every podman-compose call
+    runs under ``timeout``, so that a hung one cannot stall the suite.
     """
     compose = require_tool("podman-compose")
     api, metrics = free_port(), free_port()
@@ -556,6 +553,8 @@ services:
             "--kill-after=10",
             str(timeout),
             compose,
+            "--in-pod",
+            "false",  # one container per service on the project's network, as with Docker
             "--project-name",
             project,
             "--env-file",
