@@ -492,8 +492,9 @@ def test_the_charts_deployment_under_podman_kube_play(
     assert context["readOnlyRootFilesystem"] is True
     assert_read_only_root(podman, pod.container)
     (inspect,) = podman.json("container", "inspect", pod.container)
-    limit = main["resources"]["limits"]["memory"]
-    assert limit.endswith("Mi") and inspect["HostConfig"]["Memory"] == int(limit[:-2]) * 2**20
+    limit = re.fullmatch(r"(\d+)([KMG])i", main["resources"]["limits"]["memory"])
+    assert limit, main["resources"]["limits"]["memory"]
+    assert inspect["HostConfig"]["Memory"] == int(limit[1]) * 1024 ** " KMG".index(limit[2])
     environment = dict(item.split("=", 1) for item in inspect["Config"]["Env"])
     assert environment["POD_NAME"] == pod.name
     assert "$(" not in environment["OTEL_RESOURCE_ATTRIBUTES"]
@@ -502,9 +503,8 @@ def test_the_charts_deployment_under_podman_kube_play(
     assert uuid.UUID(request_payment(f"127.0.0.1:{pod.host_ports[api]}", "kube-play"))
 
     # SIGTERM: the kubelet would pause preStop first, then allow what is left of the grace.
-    budget = (
-        pod.spec["terminationGracePeriodSeconds"] - main["lifecycle"]["preStop"]["sleep"]["seconds"]
-    )
+    pause = main.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    budget = pod.spec["terminationGracePeriodSeconds"] - pause
     grace = str(pod.spec["terminationGracePeriodSeconds"])
     stop = ["pod", "stop", "--time", grace, pod.name]
     elapsed = assert_graceful_stop(podman, pod.container, stop, budget)
