@@ -108,21 +108,9 @@ class Container:
 
 def run_hardened(podman: Podman, role: str, *extra: str) -> list[str]:
     """The README's docker run options, labelled as this session's."""
-    name = podman.name(role)
-    return [
-        "run",
-        "--detach",
-        "--name",
-        name,
-        "--label",
-        podman.label,
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--cap-drop",
-        "ALL",
-        *extra,
-    ]
+    hardening = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL"]
+    labelled = ["--name", podman.name(role), "--label", podman.label]
+    return ["run", "--detach", *labelled, *hardening, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +120,11 @@ def service(podman: Podman, image: Image, request: pytest.FixtureRequest) -> Con
     command = run_hardened(podman, "service", *publish)
     started = time.monotonic()
     podman.run(*command, image.reference)
-    startup = wait_serving(f"127.0.0.1:{api}", started)
+    try:
+        startup = wait_serving(f"127.0.0.1:{api}", started)
+    except podman_support.PodmanError as error:
+        logs = podman.run("logs", podman.name("service"), check=False)
+        raise podman_support.PodmanError(f"{error}\n{logs.stdout}{logs.stderr}") from error
     report(request, f"start-up: {startup:.2f} s from `podman run` to the first SERVING")
     return Container(podman.name("service"), f"127.0.0.1:{api}", f"127.0.0.1:{metrics}", startup)
 
