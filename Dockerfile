@@ -1,12 +1,16 @@
 # payments-service container image.
 #   docker build -t payments-service:0.1.0 .      (or: make docker-build)
+#   podman build --format docker -t payments-service:0.1.0 .   (--format docker keeps HEALTHCHECK)
 # Two stages: "build" installs the locked, hash-checked dependencies and the service into a
 # virtual environment with no pip or setuptools of its own (a separate build venv holds the
 # tools); the final stage copies only that venv onto a clean slim Python.
-# The base is pinned to an exact version tag; pin its digest too (FROM ...@sha256:...) once
-# you have pulled and verified it from your registry.
+# The base is pinned to an exact version tag; pin its digest too (...@sha256:...) once you
+# have pulled and verified it from your registry. PYTHON_IMAGE replaces it (both stages) with
+# another Debian-based Python 3.11 image that has `python` on PATH, e.g. one built locally.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# checkov:skip=CKV_DOCKER_7: FROM names the ARG above, whose default is an exact version tag (a test checks it)
 
-FROM python:3.11.13-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -25,7 +29,7 @@ COPY app ./app
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
     && /opt/build/bin/pip --python /opt/venv/bin/python install --no-deps /tmp/wheels/*.whl
 
-FROM python:3.11.13-slim-bookworm
+FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="payments-service" \
       org.opencontainers.image.description="Idempotent gRPC payment microservice" \
       org.opencontainers.image.licenses="MIT"

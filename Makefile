@@ -46,6 +46,10 @@ test-integration: $(STAMP) ## Run the store contract and integration tests (real
 test-e2e: $(STAMP) ## Run the end-to-end tests (real grpcurl, Prometheus, Helm engine, ...)
 	$(PYTEST) tests/e2e
 
+.PHONY: image-test
+image-test: $(STAMP) ## Build the image with podman and test it running: container, kube play, compose
+	$(PYTEST) tests/e2e/test_image.py
+
 lint: $(STAMP) ## Lint the code (ruff), check formatting, audit the locked dependencies
 	$(BIN)/ruff check app tests bench k8s
 	$(BIN)/ruff format --check app tests bench k8s

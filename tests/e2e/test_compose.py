@@ -1,5 +1,6 @@
 """docker-compose.yml: valid against the compose specification, and consistent with the
-service's settings and the Prometheus configuration it ships."""
+service's settings and the Prometheus configuration it ships. (test_image runs its service and
+test client with podman-compose.)"""
 
 from __future__ import annotations
 

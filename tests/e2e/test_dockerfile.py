@@ -1,6 +1,6 @@
-"""The Dockerfile, checked statically (no Docker engine runs here): hadolint and the facts the
-chart and the compose file rely on. (checkov runs on it in test_manifests, in one pass with
-the rendered chart.)"""
+"""The Dockerfile, checked statically: hadolint and the facts the chart and the compose file
+rely on. (checkov runs on it in test_manifests, in one pass with the rendered chart;
+test_image builds it with podman and runs the image.)"""
 
 from __future__ import annotations
 
@@ -40,11 +40,15 @@ def test_hadolint_passes() -> None:
 
 
 def test_base_images_are_pinned_to_an_exact_version() -> None:
+    # Both stages name the PYTHON_IMAGE build argument, declared before the first FROM.
+    keywords = [keyword for keyword, _ in instructions()]
+    assert keywords.index("ARG") < keywords.index("FROM")
+    defaults = dict(value.partition("=")[::2] for value in values_of("ARG"))
     bases = [re.split(r"\s+", value)[0] for value in values_of("FROM")]
-    assert len(bases) == 2
-    for base in bases:
-        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base)
-    assert bases[0] == bases[1], "the venv's interpreter link needs the same Python in both stages"
+    assert bases == ["${PYTHON_IMAGE}"] * 2, "the venv's interpreter link needs the same Python"
+    assert re.fullmatch(
+        r"python:\d+\.\d+\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", defaults["PYTHON_IMAGE"]
+    )
 
 
 def test_runs_as_a_numeric_non_root_user_matching_the_chart() -> None:
