@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -210,12 +211,23 @@ def stub(channel: grpc.Channel) -> payments_pb2_grpc.PaymentServiceStub:
 
 
 def start_server_process(
-    env: dict[str, str] | None = None, args: tuple[str, ...] = ("-m", "payments_service.server")
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = ("-m", "payments_service.server"),
+    *,
+    fd_limit: int | None = None,
 ) -> subprocess.Popen[str]:
-    """Start ``python -m payments_service.server`` with ``env`` added to a clean environment."""
+    """Start ``python -m payments_service.server`` with ``env`` added to a clean environment.
+
+    ``fd_limit`` sets its RLIMIT_NOFILE (soft and hard) before it starts.
+    """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     full_env["METRICS_PORT"] = "0"  # unless a test asks for /metrics: 9464 may be taken
     full_env.update(env or {})
+
+    def limit_descriptors() -> None:
+        if fd_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
     return subprocess.Popen(
         [sys.executable, *args],
         env=full_env,
@@ -223,4 +235,5 @@ def start_server_process(
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
+        preexec_fn=limit_descriptors,
     )

@@ -21,8 +21,13 @@ LOOPBACK = "127.0.0.1"
 
 def probe(port: int, service: str = "", timeout: float = 1.0) -> str:
     """A health Check as the kubelet makes it (a fresh connection each time): the status
-    name (``SERVING``, ...), or the gRPC code's name when the call failed."""
-    with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+    name (``SERVING``, ...), or the gRPC code's name when the call failed.
+
+    grpcio shares connections between channels to one address; the kubelet, another
+    process, never shares the attacker's: hence a subchannel pool of the probe's own.
+    """
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]
+    with grpc.insecure_channel(f"{LOOPBACK}:{port}", options=own_connection) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout

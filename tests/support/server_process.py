@@ -9,7 +9,6 @@ so far at any moment. Also: what /proc says of the process (RSS, threads).
 from __future__ import annotations
 
 import contextlib
-import resource
 import signal
 import subprocess
 import threading
@@ -105,14 +104,11 @@ def start_server(
 ) -> ServerProcess:
     """Start the server on loopback with ``env`` added; return once HEALTH_PORT is SERVING.
 
-    ``fd_limit`` sets RLIMIT_NOFILE (soft = hard) of the process right after it is
-    spawned, before the interpreter has opened any socket.
+    ``fd_limit`` sets RLIMIT_NOFILE (soft = hard) of the process before it starts.
     """
     ports = {"PORT": free_port(), "HEALTH_PORT": free_port(), "METRICS_PORT": free_port()}
     full_env = {"HOST": "127.0.0.1", **{k: str(v) for k, v in ports.items()}, **(env or {})}
-    process = start_server_process(full_env, args=("-m", "payments_service"))
-    if fd_limit is not None:
-        resource.prlimit(process.pid, resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+    process = start_server_process(full_env, args=("-m", "payments_service"), fd_limit=fd_limit)
     server = ServerProcess(
         process, int(full_env["PORT"]), int(full_env["HEALTH_PORT"]), int(full_env["METRICS_PORT"])
     )

@@ -2,9 +2,11 @@
 
 prometheus_client's own server starts a thread per connection and never times one out, so
 idle connections pile up threads without bound. This one is a few coroutines on the loop
-the gRPC server already runs: at most :data:`MAX_CONNECTIONS` connections at once (more are
-closed as soon as they are accepted), each must send its request within
-:data:`REQUEST_TIMEOUT_SECONDS`, and each gets one answer and is closed. Prometheus asks for
+the gRPC server already runs: at most :data:`MAX_CONNECTIONS` connections at once, each must
+send its request within :data:`REQUEST_TIMEOUT_SECONDS`, and each gets one answer and is
+closed. When all are taken, the oldest one that has not sent its request yet is closed to
+make room (a scraper sends its request at once), so idle connections never lock out
+Prometheus. Prometheus asks for
 OpenMetrics, which carries the exemplars; other clients get the classic text format.
 """
 
@@ -42,6 +44,8 @@ class MetricsEndpoint:
         self._refresh = refresh
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.Transport] = set()
+        #: Open connections that have not sent their request yet, oldest first.
+        self._silent: dict[asyncio.Transport, None] = {}
 
     @property
     def port(self) -> int:
@@ -70,11 +74,15 @@ class MetricsEndpoint:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport: asyncio.Transport = writer.transport  # type: ignore[assignment]
         if len(self._open) >= MAX_CONNECTIONS:
-            transport.abort()
-            return
+            if not self._silent:
+                transport.abort()
+                return
+            next(iter(self._silent)).abort()  # the oldest silent one makes room
         self._open.add(transport)
+        self._silent[transport] = None
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_SECONDS)
+            self._silent.pop(transport, None)
             status, headers, body = await self._answer(head)
             lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers)]
             lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
@@ -84,6 +92,7 @@ class MetricsEndpoint:
             pass  # a client that dawdles, overflows or leaves: nothing to tell anyone
         finally:
             self._open.discard(transport)
+            self._silent.pop(transport, None)
             transport.abort()
 
     async def _answer(self, head: bytes) -> tuple[str, list[tuple[str, str]], bytes]:

@@ -9,8 +9,9 @@ from payments_service.config import Settings
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
 MAX_PING_STRIKES = 2
 #: A connection that has not finished its handshake (TLS, HTTP/2 preface) this long after
-#: it was accepted is closed, so sockets that never speak cannot pile up.
-HANDSHAKE_TIMEOUT_MS = 10_000
+#: it was accepted is closed, so sockets that never speak cannot pile up: a flood of them
+#: keeps the API out of reach for this long at most (docs/reliability.md).
+HANDSHAKE_TIMEOUT_MS = 2_000
 #: File descriptors the API port's connections may never take: the health port, /metrics,
 #: the database, logging and the interpreter need them.
 RESERVED_DESCRIPTORS = 256
