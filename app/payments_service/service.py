@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from payments_service.domain.errors import (
     IdempotencyKeyReusedError,
@@ -28,8 +27,7 @@ class PaymentOutcome(enum.Enum):
     INVALID = "invalid"
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentResult:
+class PaymentResult(NamedTuple):
     """What RequestPayment did: the payment, and whether it was created by this call."""
 
     payment: Payment
@@ -85,7 +83,6 @@ class PaymentService:
             logger.debug("Refused reuse of the idempotency key of payment %s", stored.payment_id)
             observer.outcome(PaymentOutcome.CONFLICT, request)
             raise IdempotencyKeyReusedError(stored.payment_id)
-        logger.debug("Replayed payment %s", stored.payment_id)
         observer.outcome(PaymentOutcome.REPLAYED, request)
         return PaymentResult(stored, created=False)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
-import uuid
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _json_string  # json.dumps' own
 from types import MappingProxyType
+from typing import NamedTuple
 
 
 class PaymentStatus(enum.Enum):
@@ -20,35 +20,58 @@ class PaymentStatus(enum.Enum):
     FAILED = "FAILED"
 
 
-#: What json.dumps(..., ensure_ascii=False, separators=(",", ":")) would build on every
-#: call, built once: fingerprints are stored, so their bytes must never change.
-_CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+def _new_payment_id() -> str:
+    """A random (version 4) UUID in its canonical text form, as str(uuid.uuid4()) makes it,
+    at less than half the cost (no UUID object on the way)."""
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentRequest:
+#: An empty metadata mapping that no one can change (the default of both records).
+NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
+class PaymentRequest(NamedTuple):
     """A request for a payment, as the caller made it.
 
     :func:`~payments_service.domain.validation.validate_payment_request` decides whether
     it may become a :class:`Payment`; nothing else about it is checked here.
+
+    The domain's records are NamedTuples: immutable as frozen dataclasses are, and made at
+    a fraction of the cost (a frozen dataclass sets each field through object.__setattr__),
+    which matters as every call makes several.
     """
 
     amount_minor: int
     currency: str
     order_id: str
     idempotency_key: str
-    metadata: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = NO_METADATA
 
     def fingerprint(self) -> str:
-        """A digest of everything that must match for a retry to count as a replay."""
-        canonical = _CANONICAL_JSON.encode(
-            [self.amount_minor, self.currency, self.order_id, sorted(self.metadata.items())]
+        """A digest of everything that must match for a retry to count as a replay.
+
+        The digest is of the compact JSON of ``[amount, currency, order_id, sorted metadata
+        items]`` (what ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``
+        writes), spelled out with json's own string escaper, which costs half as much.
+        Fingerprints are stored: these bytes must never change (a golden test pins them).
+        """
+        entries = (
+            ",".join(
+                [f"[{_json_string(k)},{_json_string(v)}]" for k, v in sorted(self.metadata.items())]
+            )
+            if self.metadata
+            else ""
+        )
+        canonical = (
+            f"[{self.amount_minor},{_json_string(self.currency)},"
+            f"{_json_string(self.order_id)},[{entries}]]"
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Payment:
+class Payment(NamedTuple):
     """A recorded payment. Immutable: a status change produces a new value."""
 
     payment_id: str
@@ -64,14 +87,15 @@ class Payment:
     @classmethod
     def new(cls, request: PaymentRequest, *, now: datetime | None = None) -> Payment:
         """A new PENDING payment for a validated ``request``, with a fresh random id."""
+        metadata = request.metadata
         return cls(
-            payment_id=str(uuid.uuid4()),
+            payment_id=_new_payment_id(),
             idempotency_key=request.idempotency_key,
             request_fingerprint=request.fingerprint(),
             amount_minor=request.amount_minor,
             currency=request.currency,
             order_id=request.order_id,
-            metadata=MappingProxyType(dict(request.metadata)),
+            metadata=MappingProxyType(dict(metadata)) if metadata else NO_METADATA,
             status=PaymentStatus.PENDING,
             created_at=now or datetime.now(UTC),
         )

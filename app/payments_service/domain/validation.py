@@ -23,27 +23,20 @@ MAX_METADATA_VALUE_LENGTH = 500
 _CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def _has_control_characters(text: str) -> bool:
-    return _CONTROL_CHARACTER.search(text) is not None
-
-
-def _check_amount(amount_minor: int) -> list[FieldViolation]:
+def _check_amount(amount_minor: int, problems: list[FieldViolation]) -> None:
     if amount_minor <= 0:
-        return [FieldViolation("amount_minor", "must be greater than 0")]
-    if amount_minor > MAX_AMOUNT_MINOR:
-        return [FieldViolation("amount_minor", f"must be at most {MAX_AMOUNT_MINOR:,}")]
-    return []
+        problems.append(FieldViolation("amount_minor", "must be greater than 0"))
+    elif amount_minor > MAX_AMOUNT_MINOR:
+        problems.append(FieldViolation("amount_minor", f"must be at most {MAX_AMOUNT_MINOR:,}"))
 
 
-def _check_currency(currency: str) -> list[FieldViolation]:
+def _check_currency(currency: str, problems: list[FieldViolation]) -> None:
     if currency not in SUPPORTED_CURRENCIES:
         allowed = ", ".join(SUPPORTED_CURRENCIES)
-        return [FieldViolation("currency", f"must be one of {allowed}")]
-    return []
+        problems.append(FieldViolation("currency", f"must be one of {allowed}"))
 
 
-def _check_idempotency_key(key: str) -> list[FieldViolation]:
-    problems = []
+def _check_idempotency_key(key: str, problems: list[FieldViolation]) -> None:
     if not MIN_IDEMPOTENCY_KEY_LENGTH <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
         problems.append(
             FieldViolation(
@@ -56,63 +49,67 @@ def _check_idempotency_key(key: str) -> list[FieldViolation]:
         problems.append(
             FieldViolation("idempotency_key", "must contain printable ASCII characters only")
         )
-    return problems
 
 
-def _check_order_id(order_id: str) -> list[FieldViolation]:
+def _check_order_id(order_id: str, problems: list[FieldViolation]) -> None:
     if not order_id.strip():
-        return [FieldViolation("order_id", "must not be empty or blank")]
-    problems = []
+        problems.append(FieldViolation("order_id", "must not be empty or blank"))
+        return
     if len(order_id) > MAX_ORDER_ID_LENGTH:
         problems.append(
             FieldViolation("order_id", f"must be at most {MAX_ORDER_ID_LENGTH} characters long")
         )
-    if _has_control_characters(order_id):
+    if _CONTROL_CHARACTER.search(order_id) is not None:
         problems.append(FieldViolation("order_id", "must not contain control characters"))
-    return problems
 
 
-_KEY_LENGTH = f"keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters long"
-_KEY_CONTROL = "keys must not contain control characters"
-_VALUE_LENGTH = f"values must be at most {MAX_METADATA_VALUE_LENGTH} characters long"
-_VALUE_NUL = "values must not contain NUL characters"
+#: What each count in _check_metadata counts, in order.
+_METADATA_RULES = (
+    f"keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters long",
+    "keys must not contain control characters",
+    f"values must be at most {MAX_METADATA_VALUE_LENGTH} characters long",
+    "values must not contain NUL characters",
+)
 
 
-def _check_metadata(metadata: Mapping[str, str]) -> list[FieldViolation]:
+def _entries(count: int) -> str:
+    return "1 entry breaks" if count == 1 else f"{count} entries break"
+
+
+def _check_metadata(metadata: Mapping[str, str], problems: list[FieldViolation]) -> None:
     # Customer keys and values are never echoed back: they may hold personal data.
-    problems = []
     if len(metadata) > MAX_METADATA_ENTRIES:
         problems.append(
             FieldViolation("metadata", f"must have at most {MAX_METADATA_ENTRIES} entries")
         )
-    counts = dict.fromkeys((_KEY_LENGTH, _KEY_CONTROL, _VALUE_LENGTH, _VALUE_NUL), 0)
+    key_length = key_control = value_length = value_nul = 0
     for key, value in metadata.items():
-        counts[_KEY_LENGTH] += not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH
-        counts[_KEY_CONTROL] += _has_control_characters(key)
-        counts[_VALUE_LENGTH] += len(value) > MAX_METADATA_VALUE_LENGTH
-        counts[_VALUE_NUL] += "\x00" in value
-    problems.extend(
-        FieldViolation(
-            "metadata",
-            f"{description} ({count} {'entry breaks' if count == 1 else 'entries break'} this)",
-        )
-        for description, count in counts.items()
-        if count
-    )
-    return problems
+        if not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH:
+            key_length += 1
+        if _CONTROL_CHARACTER.search(key) is not None:
+            key_control += 1
+        if len(value) > MAX_METADATA_VALUE_LENGTH:
+            value_length += 1
+        if "\x00" in value:
+            value_nul += 1
+    for description, count in zip(
+        _METADATA_RULES, (key_length, key_control, value_length, value_nul), strict=True
+    ):
+        if count:
+            problems.append(FieldViolation("metadata", f"{description} ({_entries(count)} this)"))
 
 
 def validate_payment_request(request: PaymentRequest) -> None:
     """Raise :class:`ValidationError` listing every problem of ``request``, if it has any."""
-    violations = [
-        *_check_amount(request.amount_minor),
-        *_check_currency(request.currency),
-        *_check_order_id(request.order_id),
-        *_check_idempotency_key(request.idempotency_key),
-        *_check_metadata(request.metadata),
-    ]
-    if violations:
-        raise ValidationError(violations)
+    problems: list[FieldViolation] = []
+    _check_amount(request.amount_minor, problems)
+    _check_currency(request.currency, problems)
+    _check_order_id(request.order_id, problems)
+    _check_idempotency_key(request.idempotency_key, problems)
+    if request.metadata:
+        _check_metadata(request.metadata, problems)
+    if problems:
+        raise ValidationError(problems)
 
 
 def validate_payment_id(payment_id: str) -> str:

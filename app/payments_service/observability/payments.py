@@ -103,13 +103,16 @@ class PaymentTelemetry:
     queries, when they leave the process (PostgreSQL), get CLIENT spans from the store.
     """
 
-    def __init__(self, metrics: PaymentMetrics | None, currencies: tuple[str, ...]) -> None:
+    def __init__(
+        self, metrics: PaymentMetrics | None, currencies: tuple[str, ...], *, traced: bool
+    ) -> None:
         self._metrics = metrics
         self._currencies = frozenset(currencies)
+        self._traced = traced  # False: no span exists to look up
 
     def outcome(self, outcome: PaymentOutcome, request: PaymentRequest) -> None:
         currency = request.currency if request.currency in self._currencies else OTHER_CURRENCY
-        span = trace.get_current_span()
+        span = trace.get_current_span() if self._traced else trace.INVALID_SPAN
         if span.is_recording():
             span.set_attributes(
                 {

@@ -58,7 +58,9 @@ class Telemetry:
         """Payment outcomes on the server span and in the metrics."""
         if self.registry is not None:
             self._payment_metrics = PaymentMetrics(self.registry, currencies, stored_count)
-        return PaymentTelemetry(self._payment_metrics, currencies)
+        return PaymentTelemetry(
+            self._payment_metrics, currencies, traced=self.tracer_provider is not None
+        )
 
     def watch_pool(self, stats: Callable[[], Mapping[str, int]]) -> None:
         """Add a database connection pool's gauges to /metrics."""

