@@ -42,10 +42,8 @@ def test_a_call_is_counted_once_with_its_code_and_latency() -> None:
     registry = CollectorRegistry()
     method = GrpcServerMetrics(registry).for_method(METHOD)
     method.started()
-    method.received()
     method.handled(grpc.StatusCode.NOT_FOUND, 0.003, None)
     method.started()
-    method.received()
     method.handled(grpc.StatusCode.OK, 0.0002, None)
 
     def value(name: str, **extra: str) -> float | None:

@@ -51,12 +51,14 @@ class MethodTelemetry:
         self._failure_level = (
             logging.DEBUG if method.startswith(_QUIET_METHOD_PREFIX) else logging.INFO
         )
+        # Read once: the server configures logging before it builds its handlers.
+        self._log_calls = access_logger.isEnabledFor(logging.DEBUG)
+        self._log_failures = access_logger.isEnabledFor(self._failure_level)
 
     def started(self, context: Any) -> Call:
         """Count the call and start its span (current until :meth:`ended`)."""
         if self.metrics is not None:
             self.metrics.started()
-            self.metrics.received()
         if self._spans is None:
             return time.perf_counter(), None, None
         span, token = self._spans.start(self.method, context)

@@ -93,11 +93,9 @@ class MethodMetrics:
         self.seconds_sum = 0.0
 
     def started(self) -> None:
-        """A call arrived (counted before the handler runs)."""
+        """A call's request arrived and its handler is about to run: for a unary call,
+        started and its one message received are the same moment."""
         self.started_count += 1
-
-    def received(self) -> None:
-        """The request message was decoded."""
         self.received_count += 1
 
     def handled(self, code: grpc.StatusCode, seconds: float, exemplar: Exemplar) -> None:

@@ -111,6 +111,10 @@ CAUGHT_UP_SECONDS = 0.002
 DRAIN_SERVE_LIMIT_SECONDS = 1.0
 
 
+#: What CallGate.admit answers a call that must wait for a worker.
+WAIT = object()
+
+
 class CallGate:
     """Admission of unary calls: the concurrency cap, the handlers at once, the drain."""
 
@@ -124,24 +128,21 @@ class CallGate:
         #: Calls admitted and not finished: handled now, or waiting for a worker.
         self.admitted = 0
 
-    def refusal(self) -> grpc.Status | None:
-        """Why a call whose request has arrived may not start, or None: then :meth:`admit`."""
+    def admit(self) -> grpc.Status | object | None:
+        """Let a call whose request has arrived in: None when a worker is free for it at
+        once; :data:`WAIT` when it must ``await`` :meth:`turn` first (either way
+        :meth:`leave` must follow); or the status it is refused with."""
         if self._draining:
             return shutting_down_status()
         if self._cap is not None and self.admitted >= self._cap:
             return overloaded_status(self._cap)
-        return None
-
-    def admit(self) -> bool:
-        """Count the call in; True when a worker is free for it at once, else it must
-        ``await`` :meth:`turn`. Either way :meth:`leave` must follow."""
         if not self.admitted:
             self._idle.clear()
         self.admitted += 1
         if self._free:
             self._free -= 1
-            return True
-        return False
+            return None
+        return WAIT
 
     async def turn(self) -> None:
         """Wait until a worker is handed to this call (raises CancelledError if the call
@@ -249,11 +250,11 @@ def guard_unary(
 
     async def handle(request: Any, context: Context) -> Any:
         call = observer.started(context) if observer is not None else None
-        refusal = gate.refusal() if gate is not None else None
-        if refusal is not None:
-            return await _end(context, observer, call, refusal)
+        admission = gate.admit() if gate is not None else None
+        if isinstance(admission, grpc.Status):
+            return await _end(context, observer, call, admission)
         try:
-            if gate is not None and not gate.admit():
+            if admission is WAIT and gate is not None:
                 await gate.turn()  # raises CancelledError if the call ends while it waits
                 if _expired(context):  # grpc may not have cancelled it yet: do no work
                     gate.leave()
@@ -278,8 +279,8 @@ def guard_unary(
         except Exception as error:
             logger.exception("Unexpected error in %s", method)
             return await _end(context, observer, call, internal_status(), error)
-        if observer is not None:
-            observer.ended(call, context, _final_code(context))
+        if observer is not None:  # handlers end other calls by raising or aborting
+            observer.ended(call, context, grpc.StatusCode.OK)
         return response
 
     return handle
