@@ -84,9 +84,16 @@ def _postgres_database(stack: ExitStack) -> dict[str, str]:
 TARGETS: dict[str, Target] = {
     "bare": Target(
         "bare",
-        "grpc.aio with trivial async handlers on asyncio's loop: the floor of the service's "
-        "server model",
+        "grpc.aio with trivial async handlers on uvloop: the floor of the service's server "
+        "model and event loop",
         args=("-m", "bench.bare_aio_server"),
+        baseline=None,
+    ),
+    "bare-asyncio": Target(
+        "bare-asyncio",
+        "the same on asyncio's own event loop (the loop the service does not use)",
+        args=("-m", "bench.bare_aio_server"),
+        env={"BENCH_LOOP": "asyncio"},
         baseline=None,
     ),
     "bare-sync": Target(

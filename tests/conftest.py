@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+import uvloop
 
 from payments_service import payments_pb2_grpc
 from payments_service.config import Settings
@@ -85,7 +86,7 @@ class LoopThread:
     """
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()  # the loop the service runs on
         self._thread = threading.Thread(target=self.loop.run_forever, name="server-loop")
         self._thread.start()
 
@@ -135,6 +136,13 @@ class RunningServer:
 
 
 ServerFactory = Callable[..., RunningServer]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """async tests (pytest-asyncio) run on uvloop, as the service does."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def start_server(

@@ -363,6 +363,13 @@ def database_url_problem(url: str) -> str | None:
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
 
+    _scheme, separator, rest = url.partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if separator and authority.count("@") > 1:  # libpq would take part of it for the host
+        return (
+            "is not a valid URL: an @ in the user name or password must be written "
+            "percent-encoded (%40)"
+        )
     try:
         options = conninfo_to_dict(url)
     except ProgrammingError as error:

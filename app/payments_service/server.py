@@ -1,7 +1,7 @@
 """The composition root: build the server from Settings, run it, shut it down gracefully.
 
-The server is grpc.aio on one asyncio event loop: a call holds no thread while its client
-sends its request, so slow or hostile clients cannot use up the server (see
+The server is grpc.aio on one asyncio event loop (uvloop's): a call holds no thread while
+its client sends its request, so slow or hostile clients cannot use up the server (see
 docs/reliability.md). The in-memory store is called directly on the loop; PostgreSQL goes
 through psycopg's asyncio pool.
 """
@@ -14,10 +14,12 @@ import logging
 import resource
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
+import uvloop
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
@@ -43,6 +45,7 @@ from payments_service.transport.servicer import SERVICE_NAME, PaymentServicer
 from payments_service.transport.tls import server_credentials
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The names the standard health service answers for: "" (the whole server) and the API.
 HEALTH_SERVICES = ("", SERVICE_NAME)
@@ -268,6 +271,12 @@ async def serve(settings: Settings) -> None:
     logger.info("✓ Server stopped successfully")
 
 
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on the event loop the service uses: uvloop's (a quarter fewer
+    instructions per call than asyncio's own loop, about a tenth less CPU; README)."""
+    return uvloop.run(main)
+
+
 def raise_descriptor_limit() -> int:
     """Raise the soft limit on open files to the hard one (as Go programs do); returns it.
 
@@ -320,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     raise_descriptor_limit()
     try:
-        asyncio.run(serve(settings))
+        run(serve(settings))
     except ListenError as error:
         logger.error("Cannot start: %s", error)
         return 2

@@ -134,12 +134,14 @@ def build_tracer_provider(settings: Settings) -> TracerProvider | None:
 def build_propagator(settings: Settings) -> TextMapPropagator:
     """The trace-context formats OTEL_PROPAGATORS names, read from each call's metadata.
 
-    The baggage propagator logs a WARNING for every malformed baggage header, that is for
-    every call an attacker cares to send: its log is raised to ERROR.
+    The OpenTelemetry API logs a WARNING for every malformed tracestate or baggage header,
+    that is for every call an attacker cares to send, quoting the header: those two logs
+    are raised to ERROR (the headers are then ignored, as the W3C specifications say).
     """
     chosen: list[TextMapPropagator] = []
     for name in settings.propagators:
         if name == "tracecontext":
+            logging.getLogger("opentelemetry.trace.span").setLevel(logging.ERROR)  # tracestate
             chosen.append(TraceContextTextMapPropagator())
         elif name == "baggage":
             logging.getLogger("opentelemetry.baggage.propagation").setLevel(logging.ERROR)
