@@ -16,8 +16,11 @@ For unary calls also:
   and UNAVAILABLE for calls that arrive once a graceful shutdown has begun;
 - a :class:`CallObserver` learns how each call ended (telemetry plugs in there).
 
-A call counts only once its request message has arrived: a client that opens a stream and
-never sends its message holds no slot and no thread (grpc.aio waits for it on the loop).
+Unary methods are served as stream-unary ones (the same bytes on the wire) so that the
+guard reads the request itself: grpc.aio's unary path leaves a call whose client ends its
+stream without a message unanswered for good; here it gets INVALID_ARGUMENT. A call counts
+only once its request message has arrived: a client that opens a stream and never sends
+its message holds no slot and no thread (the guard waits for it on the loop).
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
             return _UNDECODABLE
 
     return deserialize
+
+
+def _missing_request(method: str) -> ValidationError:
+    return ValidationError(
+        [FieldViolation("request", f"is missing: the call to {method} ended without one")]
+    )
 
 
 def _undecodable(method: str) -> ValidationError:
@@ -248,8 +257,11 @@ def guard_unary(
 ) -> Unary:
     """Wrap a unary handler: admission, decoding, error mapping, and telling ``observer``."""
 
-    async def handle(request: Any, context: Context) -> Any:
+    async def handle(requests: Any, context: Context) -> Any:
+        request = await context.read()
         call = observer.started(context) if observer is not None else None
+        if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks it
+            return await _end(context, observer, call, status_for(_missing_request(method)))
         admission = gate.admit() if gate is not None else None
         if isinstance(admission, grpc.Status):
             return await _end(context, observer, call, admission)
@@ -374,7 +386,7 @@ def add_guarded(
         if handler.unary_unary is not None:
             behaviour: Unary = handler.unary_unary  # type: ignore[assignment]
             watcher = observer.for_method(method) if observer is not None else None
-            return grpc.unary_unary_rpc_method_handler(
+            return grpc.stream_unary_rpc_method_handler(
                 guard_unary(method, behaviour, gate=gate, observer=watcher),
                 request_deserializer=deserializer,
                 response_serializer=serializer,
