@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import grpc
@@ -83,3 +84,44 @@ def test_unknown_sampler_stops_the_process_with_exit_2_and_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert "OTEL_TRACES_SAMPLER='always_maybe'" in result.stderr
+
+
+#: What the shutdown may spend on spans after the calls are done (docs/deployment.md): the
+#: chart's termination period counts on it.
+SPAN_SHUTDOWN_BOUND_SECONDS = 4.0
+
+
+def test_sigterm_with_an_unreachable_collector_exits_within_the_bound() -> None:
+    """The SDK's own flush would retry a dead collector for 10 s and more (a SIGKILL on
+    Kubernetes); spans that cannot leave within the bound are dropped instead."""
+    port = free_port()
+    process = start_server_process(
+        {
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",  # nobody there
+            "OTEL_BSP_SCHEDULE_DELAY": "100",  # the first export fails, and retries, at once
+        }
+    )
+    try:
+        wait_for_port(port)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = payments_pb2_grpc.PaymentServiceStub(channel)
+            for i in range(20):
+                stub.RequestPayment(
+                    payments_pb2.RequestPaymentRequest(
+                        amount_minor=500,
+                        currency="EUR",
+                        order_id="o-1",
+                        idempotency_key=f"k-{i:08}",
+                    )
+                )
+        time.sleep(1.5)  # the exporter is now between retries
+    finally:
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    took = time.monotonic() - sent
+    assert process.returncode == 0, output
+    assert took < SPAN_SHUTDOWN_BOUND_SECONDS, (took, output[-2000:])
+    assert "Spans not exported within" in output

@@ -14,10 +14,10 @@ from payments_service.observability.grpc_metrics import GrpcServerMetrics
 from payments_service.observability.metrics_endpoint import MetricsEndpoint
 from payments_service.observability.payments import PaymentMetrics, PaymentTelemetry
 from payments_service.observability.tracing import (
-    FLUSH_TIMEOUT_MILLIS,
     ServerSpans,
     build_propagator,
     build_tracer_provider,
+    shut_down_tracing,
 )
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,6 @@ class Telemetry:
     async def shutdown(self) -> None:
         """Flush spans still buffered (after the gRPC server stopped) and stop /metrics."""
         if self.tracer_provider is not None:
-            self.tracer_provider.force_flush(FLUSH_TIMEOUT_MILLIS)
-            self.tracer_provider.shutdown()
+            await shut_down_tracing(self.tracer_provider)
         if self.endpoint is not None:
             await self.endpoint.stop()

@@ -9,9 +9,12 @@ caller's, when it sent a traceparent).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -64,8 +67,10 @@ SERVER_FAULT_CODES = frozenset(
 
 #: Services that get no spans: probes and grpcurl's discovery would drown the real calls.
 UNTRACED_METHOD_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
-#: At shutdown, spans still buffered get this long to leave (bounded: see docs/deployment.md).
-FLUSH_TIMEOUT_MILLIS = 2000
+#: At shutdown, spans still buffered get this long to leave; then the exporter is stopped,
+#: within another second (the chart's termination period counts on both: docs/deployment.md).
+FLUSH_SECONDS = 2.0
+STOP_SECONDS = 1.0
 
 
 def build_sampler(settings: Settings) -> Sampler:
@@ -129,6 +134,43 @@ def build_tracer_provider(settings: Settings) -> TracerProvider | None:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         logger.info("Exporting traces over OTLP/gRPC to %s", endpoint)
     return provider
+
+
+async def shut_down_tracing(provider: TracerProvider) -> None:
+    """Export the spans still buffered, within :data:`FLUSH_SECONDS`, then stop.
+
+    The SDK cannot be trusted with a bound: its force_flush ignores its timeout and retries
+    an unreachable collector for up to OTEL_EXPORTER_OTLP_TIMEOUT (10 s), and its shutdown
+    waits up to 30 s for an export under way before it stops the exporter's retries. So
+    both run in a daemon thread that is waited for only so long (and abandoned at exit).
+    """
+    if not await _bounded(provider.force_flush, FLUSH_SECONDS):
+        logger.warning("Spans not exported within %gs at shutdown are dropped", FLUSH_SECONDS)
+    await _bounded(provider.shutdown, STOP_SECONDS)
+
+
+async def _bounded(work: Callable[[], object], seconds: float) -> bool:
+    """Run ``work`` in a daemon thread; True if it ended within ``seconds``."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(finish)
+
+    threading.Thread(target=run, name="payments-tracing-stop", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(done), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def build_propagator(settings: Settings) -> TextMapPropagator:

@@ -77,8 +77,11 @@ SELECT CASE WHEN reltuples < %s THEN (SELECT count(*) FROM payments) ELSE reltup
 FROM pg_class WHERE oid = 'payments'::regclass
 """
 _PING = "SELECT 1"
-#: A readiness ping gets at most this long (or DATABASE_TIMEOUT_SECONDS, when shorter).
-PING_TIMEOUT_SECONDS = 2.0
+#: A readiness ping gets at most this long (or DATABASE_TIMEOUT_SECONDS, when shorter): a
+#: database that answers SELECT 1 slower than that cannot serve payments either.
+PING_TIMEOUT_SECONDS = 1.0
+#: At shutdown, connection attempts still under way get this long before they are dropped.
+CLOSE_TIMEOUT_SECONDS = 1.0
 #: Tries of one operation on a fresh connection after the one it had turned out dead.
 _ATTEMPTS = 3
 
@@ -281,7 +284,7 @@ class PostgresPaymentRepository:
     async def close(self) -> None:
         """Write the queued inserts, stop the writer, close every connection."""
         await self._inserts.close()
-        await self._pool.close(timeout=self._timeout)
+        await self._pool.close(timeout=min(self._timeout, CLOSE_TIMEOUT_SECONDS))
 
     # -- readiness and metrics --------------------------------------------------------
 
