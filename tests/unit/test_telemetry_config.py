@@ -15,7 +15,7 @@ from payments_service.observability.telemetry import Telemetry
 from payments_service.observability.tracing import (
     build_resource,
     build_sampler,
-    build_tracer_provider,
+    build_tracing,
 )
 from payments_service.server import main
 from tests.conftest import make_settings
@@ -82,11 +82,11 @@ def test_spans_are_made_only_when_an_exporter_will_receive_them(
 ) -> None:
     """A span nobody receives would cost about half a bare call: without an exporter there
     is no tracer at all (access-log lines still carry a trace id, see test_tracing)."""
-    provider = build_tracer_provider(make_settings(**settings))
-    assert (provider is not None) is recorded
-    if provider is not None:
-        assert provider.get_tracer("test").start_span("call").is_recording()
-        provider.shutdown()  # the span was never ended, so nothing is exported
+    tracing = build_tracing(make_settings(**settings))
+    assert (tracing is not None) is recorded
+    if tracing is not None:
+        assert tracing.provider.get_tracer("test").start_span("call").is_recording()
+        tracing.provider.shutdown()  # the span was never ended, so nothing is exported
 
 
 def test_json_log_lines_carry_trace_and_span_ids_inside_a_span() -> None:

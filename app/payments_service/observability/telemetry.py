@@ -16,7 +16,7 @@ from payments_service.observability.payments import PaymentMetrics, PaymentTelem
 from payments_service.observability.tracing import (
     ServerSpans,
     build_propagator,
-    build_tracer_provider,
+    build_tracing,
     shut_down_tracing,
 )
 
@@ -28,7 +28,9 @@ class Telemetry:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self.tracer_provider = build_tracer_provider(settings)
+        self.tracing = build_tracing(settings)
+        #: The SDK's provider (the store's query spans), None without tracing.
+        self.tracer_provider = self.tracing.provider if self.tracing is not None else None
         self.registry: CollectorRegistry | None = None
         self.grpc_metrics: GrpcServerMetrics | None = None
         self.endpoint: MetricsEndpoint | None = None
@@ -39,8 +41,8 @@ class Telemetry:
         else:
             logger.info("Metrics disabled (METRICS_PORT=0)")
         spans = (
-            ServerSpans(self.tracer_provider, build_propagator(settings))
-            if self.tracer_provider is not None
+            ServerSpans(self.tracing, build_propagator(settings))
+            if self.tracing is not None
             else None
         )
         #: What the call interceptor tells about each call (span, metrics, access log).

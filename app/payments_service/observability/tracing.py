@@ -13,8 +13,11 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
+import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,7 +25,6 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import (
@@ -31,7 +33,7 @@ from opentelemetry.sdk.resources import (
     SERVICE_VERSION,
     Resource,
 )
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -40,15 +42,26 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
+    Decision,
     ParentBased,
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from payments_service import __version__
 from payments_service.config import Settings
+from payments_service.observability.otlp import OTLPSpanExporter
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +124,18 @@ def build_resource(settings: Settings) -> Resource:
     return defaults.merge(from_environment)
 
 
-def build_tracer_provider(settings: Settings) -> TracerProvider | None:
-    """A TracerProvider, or None when OTEL_SDK_DISABLED=true or no exporter would ever
-    receive a span."""
+@dataclass(frozen=True)
+class Tracing:
+    """The SDK's TracerProvider (the store's spans, the sampler, ids, the resource) and the
+    span processor every span goes to, the server spans too."""
+
+    provider: TracerProvider
+    processor: SpanProcessor
+
+
+def build_tracing(settings: Settings) -> Tracing | None:
+    """Tracing, or None when OTEL_SDK_DISABLED=true or no exporter would ever receive a
+    span."""
     if settings.otel_sdk_disabled:
         logger.info("Tracing disabled (OTEL_SDK_DISABLED=true)")
         return None
@@ -127,13 +149,15 @@ def build_tracer_provider(settings: Settings) -> TracerProvider | None:
         resource=build_resource(settings),
         shutdown_on_exit=False,  # the server flushes it after the gRPC server stopped
     )
+    processor: SpanProcessor
     if exporter == "console":
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        processor = SimpleSpanProcessor(ConsoleSpanExporter())
         logger.info("Printing spans to stdout (OTEL_TRACES_EXPORTER=console)")
     else:
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint))
         logger.info("Exporting traces over OTLP/gRPC to %s", endpoint)
-    return provider
+    provider.add_span_processor(processor)
+    return Tracing(provider, processor)
 
 
 async def shut_down_tracing(provider: TracerProvider) -> None:
@@ -235,18 +259,138 @@ def caller_trace_id(metadata: Sequence[tuple[str, Any]]) -> str | None:
     return None
 
 
+_UNSET = Status(StatusCode.UNSET)
+_NO_CONTEXT = otel_context.Context()
+
+
+class ServerSpan(Span):
+    """The SERVER span of one call: what the SDK's span records, without what it spends
+    guarding against code it cannot trust (a lock, limits and a check of every attribute
+    value): only the server's own code touches this span, with values it made itself.
+
+    It is sampled by the SDK's sampler and identified by its id generator
+    (:class:`ServerSpans`), and when it ends it goes, as a public ``ReadableSpan``, to the
+    same span processor and exporter as the SDK's spans (the store's queries).
+    """
+
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_ended",
+        "_events",
+        "_name",
+        "_parent",
+        "_spans",
+        "_start",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        spans: ServerSpans,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+    ) -> None:
+        self._spans = spans
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._attributes = attributes
+        self._events: list[Event] = []
+        self._status = _UNSET
+        self._start = time.time_ns()
+        self._ended = False
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return not self._ended
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._attributes.update(attributes)
+
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
+        self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        raise NotImplementedError("server spans carry no links")
+
+    def update_name(self, name: str) -> None:
+        self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        self._status = status if isinstance(status, Status) else Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        """The "exception" event with the attributes the SDK's span gives it."""
+        kind = type(exception)
+        module = kind.__module__
+        event: dict[str, Any] = {
+            "exception.type": f"{module}.{kind.__qualname__}"
+            if module and module != "builtins"
+            else kind.__qualname__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        event.update(attributes or {})
+        self.add_event("exception", event, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        spans = self._spans
+        spans.processor.on_end(
+            ReadableSpan(
+                self._name,
+                context=self._context,
+                parent=self._parent,
+                resource=spans.resource,
+                attributes=self._attributes,
+                events=tuple(self._events),
+                kind=SpanKind.SERVER,
+                status=self._status,
+                start_time=self._start,
+                end_time=end_time or time.time_ns(),
+                instrumentation_scope=spans.scope,
+            )
+        )
+
+
 class ServerSpans:
     """Starts the SERVER span of each traced call, a child of the caller's traceparent.
 
-    The span is the same as OpenTelemetry's gRPC instrumentation makes (name
+    The span is the one OpenTelemetry's gRPC instrumentation makes (name
     ``package.Service/Method``, kind SERVER, rpc.* attributes, the peer), except that its
     status is only ERROR for codes that mean the server failed, as the semantic
-    conventions say, and it is named and ended by :func:`end_server_span`.
+    conventions say. A call the sampler drops gets a non-recording span that carries its
+    trace id (for the logs) and costs next to nothing.
     """
 
-    def __init__(self, provider: TracerProvider, propagator: TextMapPropagator) -> None:
-        self._tracer = provider.get_tracer("payments_service", __version__)
+    def __init__(self, tracing: Tracing, propagator: TextMapPropagator) -> None:
+        provider = tracing.provider
+        self._sampler = provider.sampler
+        self._ids = provider.id_generator
+        self.resource = provider.resource
+        self.scope = InstrumentationScope("payments_service", __version__)
+        self.processor = tracing.processor
         self._propagator = propagator
+        self._fields = frozenset(propagator.fields)
         self._getter = _Metadata()
 
     def traces(self, method: str) -> bool:
@@ -255,20 +399,41 @@ class ServerSpans:
     def start(self, method: str, context: Any) -> tuple[Span, object]:
         """Start the span of ``method`` and make it current; returns it and the token to
         hand to :func:`end_server_span`."""
-        service, _, name = method.lstrip("/").rpartition("/")
+        name = method.lstrip("/")
         metadata = context.invocation_metadata() or ()
-        parent = self._propagator.extract(metadata, getter=self._getter)  # type: ignore[arg-type]
-        attributes: dict[str, Any] = {
-            "rpc.system": "grpc",
-            "rpc.service": service,
-            "rpc.method": name,
-            "rpc.grpc.status_code": 0,
-        }
-        span = self._tracer.start_span(
-            method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=attributes
+        fields = self._fields
+        if any(key in fields for key, _ in metadata):  # most callers send no trace context
+            parent = self._propagator.extract(metadata, getter=self._getter)  # type: ignore[arg-type]
+        else:
+            parent = _NO_CONTEXT
+        caller = trace.get_current_span(parent).get_span_context()
+        parent_context = caller if caller.is_valid else None
+        trace_id = self._ids.generate_trace_id() if parent_context is None else caller.trace_id
+        sampling = self._sampler.should_sample(parent, trace_id, name, SpanKind.SERVER)
+        decision = sampling.decision
+        sampled = decision is Decision.RECORD_AND_SAMPLE
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
+        span_context = SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(flags),
+            trace_state=sampling.trace_state,
         )
-        if span.is_recording():
-            span.set_attributes(_peer_attributes(context.peer()))
+        span: Span
+        if decision is not Decision.DROP:
+            service, _, rpc_method = name.rpartition("/")
+            attributes: dict[str, Any] = {
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": rpc_method,
+                "rpc.grpc.status_code": 0,
+                **_peer_attributes(context.peer()),
+                **dict(sampling.attributes or {}),
+            }
+            span = ServerSpan(self, name, span_context, parent_context, attributes)
+        else:
+            span = NonRecordingSpan(span_context)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return span, token
 
