@@ -119,7 +119,7 @@ async def open_store(settings: Settings, telemetry: Telemetry) -> PaymentReposit
         logger.info("Creating InMemoryPaymentRepository...")
         return InMemoryPaymentRepository()
     # Imported here so the memory backend never loads the database driver.
-    from payments_service.storage.postgres import PostgresPaymentRepository
+    from payments_service.storage.postgres import DatabaseAddress, PostgresPaymentRepository
 
     conninfo = settings.database_conninfo or ""  # Settings requires it with postgres
     logger.info(
@@ -133,7 +133,7 @@ async def open_store(settings: Settings, telemetry: Telemetry) -> PaymentReposit
         min_size=settings.database_pool_min_size,
         max_size=settings.database_pool_max_size,
         timeout_seconds=settings.database_timeout_seconds,
-        tracer_provider=telemetry.tracer_provider,
+        statements=telemetry.statement_spans(DatabaseAddress.of(conninfo)),
     )
     telemetry.watch_pool(repository.pool_stats)
     return repository

@@ -1,9 +1,12 @@
-"""Prometheus gauges and counters of the database connection pool, read at scrape time."""
+"""What telemetry says of the database: a CLIENT span per statement, and the connection
+pool's gauges and counters, read at scrape time."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
+from opentelemetry import trace
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -72,3 +75,43 @@ class PoolMetricsCollector(Collector):
             yield GaugeMetricFamily(name, documentation)
         for name, documentation, _scale in _COUNTERS.values():
             yield CounterMetricFamily(name, documentation)
+
+
+class _Batch:
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+
+    def batch(self, size: int) -> None:
+        self._span.set_attribute("db.operation.batch.size", size)
+
+
+class StatementSpans:
+    """The store's :class:`~payments_service.storage.postgres.StatementObserver`: a CLIENT
+    span with the db.* semantic-convention attributes per statement, under the call's span
+    (the current one). The statement's text is recorded, never its values."""
+
+    def __init__(
+        self, provider: trace.TracerProvider | None, database: str, host: str, port: int
+    ) -> None:
+        self._tracer = trace.get_tracer("payments_service.storage", tracer_provider=provider)
+        self._attributes: dict[str, str | int] = {
+            "db.system": "postgresql",
+            "db.system.name": "postgresql",
+            "db.namespace": database,
+            "server.address": host,
+            "server.port": port,
+            "db.collection.name": "payments",
+        }
+
+    @contextmanager
+    def statement(self, operation: str, text: str) -> Iterator[_Batch]:
+        with self._tracer.start_as_current_span(
+            f"{operation} payments",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                **self._attributes,
+                "db.operation.name": operation,
+                "db.query.text": text.strip(),
+            },
+        ) as span:
+            yield _Batch(span)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from payments_service.config import ListenError, Settings
 from payments_service.observability.calls import CallTelemetry
-from payments_service.observability.database import PoolMetricsCollector
+from payments_service.observability.database import PoolMetricsCollector, StatementSpans
 from payments_service.observability.grpc_metrics import GrpcServerMetrics
 from payments_service.observability.metrics_endpoint import MetricsEndpoint
 from payments_service.observability.payments import PaymentMetrics, PaymentTelemetry
@@ -63,6 +64,12 @@ class Telemetry:
         return PaymentTelemetry(
             self._payment_metrics, currencies, traced=self.tracer_provider is not None
         )
+
+    def statement_spans(self, database: Any) -> StatementSpans | None:
+        """Spans for a PostgreSQL store's statements (``database``: its DatabaseAddress)."""
+        if self.tracer_provider is None:
+            return None
+        return StatementSpans(self.tracer_provider, database.name, database.host, database.port)
 
     def watch_pool(self, stats: Callable[[], Mapping[str, int]]) -> None:
         """Add a database connection pool's gauges to /metrics."""

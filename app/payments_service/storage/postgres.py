@@ -24,14 +24,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
-from opentelemetry import trace
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
@@ -156,6 +156,47 @@ def _batch_json(payments: Sequence[Payment]) -> str:
     )
 
 
+class StatementRecord(Protocol):
+    def batch(self, size: int) -> None:
+        """The statement wrote a batch of ``size`` payments."""
+        ...
+
+
+class StatementObserver(Protocol):
+    """Sees each statement the store runs, from start to end (telemetry makes them spans)."""
+
+    def statement(self, operation: str, text: str) -> AbstractContextManager[StatementRecord]:
+        """The context in which the ``operation`` ("INSERT", "SELECT") ``text`` runs."""
+        ...
+
+
+class _Unobserved:
+    def batch(self, size: int) -> None:
+        return None
+
+    @contextmanager
+    def statement(self, operation: str, text: str) -> Iterator[StatementRecord]:
+        yield self
+
+
+@dataclass(frozen=True)
+class DatabaseAddress:
+    """Which database a URL names (what telemetry says of the store's statements)."""
+
+    name: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> DatabaseAddress:
+        details = conninfo_to_dict(url)
+        return cls(
+            str(details.get("dbname") or ""),
+            str(details.get("host") or "localhost"),
+            int(str(details.get("port") or 5432).split(",")[0]),
+        )
+
+
 def _sever(conn: Connection) -> None:
     """Shut the connection's socket down: a query waiting on it fails at once."""
     try:
@@ -184,17 +225,14 @@ class PostgresPaymentRepository:
         pool: AsyncConnectionPool[Connection],
         *,
         timeout_seconds: float,
-        span_attributes: dict[str, str | int],
-        tracer_provider: trace.TracerProvider | None,
+        statements: StatementObserver,
         max_batch: int,
         exact_count_limit: int,
     ) -> None:
         self._pool = pool
         self._timeout = timeout_seconds
-        self._span_attributes = span_attributes
         self._exact_count_limit = exact_count_limit
-        # Spans nest under the RPC's server span (the current span of the calling task).
-        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._statements = statements
         self._inserts: GroupCommit[Payment, Payment] = GroupCommit(
             self._insert_batch, max_batch=max_batch, name=f"{pool.name}-writer"
         )
@@ -211,14 +249,13 @@ class PostgresPaymentRepository:
         max_size: int = 10,
         timeout_seconds: float = 5.0,
         name: str = "payments",
-        tracer_provider: trace.TracerProvider | None = None,
+        statements: StatementObserver | None = None,
         max_batch: int = 64,
         exact_count_limit: int = 100_000,
     ) -> PostgresPaymentRepository:
         """A store on ``url``. The pool connects in the background: the server starts
         even while the database is down, and reports NOT_SERVING until it is reachable."""
         conninfo = connection_settings(url, timeout_seconds)
-        details = conninfo_to_dict(conninfo)
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             conninfo,
             kwargs={"autocommit": True},
@@ -235,14 +272,7 @@ class PostgresPaymentRepository:
         return cls(
             pool,
             timeout_seconds=timeout_seconds,
-            span_attributes={
-                "db.system": "postgresql",
-                "db.system.name": "postgresql",
-                "db.namespace": str(details.get("dbname") or ""),
-                "server.address": str(details.get("host") or "localhost"),
-                "server.port": int(details.get("port") or 5432),
-            },
-            tracer_provider=tracer_provider,
+            statements=statements or _Unobserved(),
             max_batch=max_batch,
             exact_count_limit=exact_count_limit,
         )
@@ -251,9 +281,9 @@ class PostgresPaymentRepository:
 
     async def add_if_absent(self, payment: Payment) -> Payment:
         # The span covers the wait in the queue and the batch's statement and commit.
-        with self._span("INSERT", _INSERT_MANY) as span:
+        with self._statements.statement("INSERT", _INSERT_MANY) as record:
             stored, batch_size = await self._inserts.submit(payment, self._deadline())
-            span.set_attribute("db.operation.batch.size", batch_size)
+            record.batch(batch_size)
         return stored
 
     async def get(self, payment_id: str) -> Payment | None:
@@ -268,7 +298,7 @@ class PostgresPaymentRepository:
             row = await (await conn.execute(_SELECT_BY_ID, (key,))).fetchone()
             return None if row is None else _row_to_payment(row)
 
-        with self._span("SELECT", _SELECT_BY_ID):
+        with self._statements.statement("SELECT", _SELECT_BY_ID):
             return await self._shielded(select, self._deadline())
 
     async def count(self) -> int:
@@ -278,7 +308,7 @@ class PostgresPaymentRepository:
             row = await (await conn.execute(_COUNT, (self._exact_count_limit,))).fetchone()
             return 0 if row is None else int(row[0])
 
-        with self._span("SELECT", _COUNT):
+        with self._statements.statement("SELECT", _COUNT):
             return await self._shielded(count, self._deadline())
 
     async def close(self) -> None:
@@ -317,21 +347,6 @@ class PostgresPaymentRepository:
 
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self._timeout
-
-    @contextmanager
-    def _span(self, operation: str, query: str) -> Any:
-        """A CLIENT span with the db.* attributes, under the caller's current span."""
-        with self._tracer.start_as_current_span(
-            f"{operation} payments",
-            kind=trace.SpanKind.CLIENT,
-            attributes={
-                **self._span_attributes,
-                "db.operation.name": operation,
-                "db.collection.name": "payments",
-                "db.query.text": query.strip(),
-            },
-        ) as span:
-            yield span
 
     async def _insert_batch(self, payments: Sequence[Payment], deadline: float) -> list[Payment]:
         """Insert the batch; returns the payment stored for each one's key, in order."""
