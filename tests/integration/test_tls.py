@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service.payments_pb2_grpc import PaymentServiceStub
+from payments_service.transport.tls import RECHECK_SECONDS
 from tests.conftest import RunningServer, ServerFactory, free_port, make_settings
 from tests.integration.certificates import CertificateAuthority, Issued
 from tests.integration.hardening_support import valid_request
@@ -116,3 +121,41 @@ def test_probes_pass_on_the_plaintext_health_port_which_serves_nothing_else(
         answer = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert app.count() == 0
+
+
+def _served_certificate(port: int) -> bytes:
+    """The certificate a new TLS connection to ``port`` is shown (as PEM)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])  # gRPC refuses a TLS client without ALPN h2
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return ssl.DER_cert_to_PEM_cert(der).encode()
+
+
+def _same_certificate(a: bytes, b: bytes) -> bool:
+    return x509.load_pem_x509_certificate(a) == x509.load_pem_x509_certificate(b)
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(
+    server_factory: ServerFactory, authority: CertificateAuthority, server_certificate: Issued
+) -> None:
+    """cert-manager renews the Secret, the kubelet swaps the files: the next connection is
+    served with the new certificate; a renewal caught half-written is not used."""
+    app = _tls_server(server_factory, server_certificate)
+    assert _same_certificate(_served_certificate(app.port), server_certificate.certificate)
+    renewed = authority.issue("payments-server-renewed", server=True)
+    # Half-written: the new certificate is there, its key not yet.
+    server_certificate.certificate_file.write_bytes(renewed.certificate)
+    time.sleep(RECHECK_SECONDS + 0.2)
+    assert _same_certificate(_served_certificate(app.port), server_certificate.certificate)
+    assert _call_over_tls(app, authority) == "Payment created"
+    server_certificate.key_file.write_bytes(renewed.key)
+    time.sleep(RECHECK_SECONDS + 0.2)
+    assert _same_certificate(_served_certificate(app.port), renewed.certificate)
+    assert _call_over_tls(app, authority) == "Payment created"
