@@ -22,7 +22,7 @@ import uvloop
 
 from payments_service import payments_pb2_grpc
 from payments_service.config import Settings
-from payments_service.server import PaymentServer, build_server
+from payments_service.server import Server, build_server
 
 T = TypeVar("T")
 
@@ -109,9 +109,9 @@ class LoopThread:
 
 
 class RunningServer:
-    """A started :class:`PaymentServer` on a :class:`LoopThread`, with blocking helpers."""
+    """A started :class:`Server` on a :class:`LoopThread`, with blocking helpers."""
 
-    def __init__(self, app: PaymentServer, loop: LoopThread) -> None:
+    def __init__(self, app: Server, loop: LoopThread) -> None:
         self.app = app
         self.loop = loop
 
@@ -154,7 +154,7 @@ def start_server(
     """
     make_repository = kwargs.pop("repository", None)
 
-    async def build() -> PaymentServer:
+    async def build() -> Server:
         repository = make_repository() if callable(make_repository) else make_repository
         app = await build_server(settings or make_settings(), repository=repository, **kwargs)
         await app.start()

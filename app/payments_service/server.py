@@ -55,10 +55,12 @@ STREAMS_GRACE_SECONDS = 0.2
 
 
 @dataclass
-class PaymentServer:
-    """A built, not yet started server and the parts its lifecycle needs."""
+class Server:
+    """The service, built and not yet started: its gRPC servers and the parts their
+    lifecycle needs (the running payments.v1.PaymentService; see PaymentService for the
+    application logic and PaymentServicer for its gRPC face)."""
 
-    server: grpc.aio.Server
+    grpc_server: grpc.aio.Server
     port: int
     health: HealthService
     gate: CallGate
@@ -75,7 +77,7 @@ class PaymentServer:
         await self.telemetry.start()
         if self.health_server is not None:
             await self.health_server.start()
-        await self.server.start()
+        await self.grpc_server.start()
         for name in HEALTH_SERVICES:
             if self.readiness is None or name != SERVICE_NAME:
                 self.health.set(name, SERVING)
@@ -105,7 +107,7 @@ class PaymentServer:
         # No await between the drain's end and this: the loop has caught up right now.
         remaining = max(0.0, deadline - loop.time())
         logger.debug("Calls drained; closing the ports")
-        await self.server.stop(min(remaining, STREAMS_GRACE_SECONDS))
+        await self.grpc_server.stop(min(remaining, STREAMS_GRACE_SECONDS))
         if self.health_server is not None:
             await self.health_server.stop(0)
         await self.repository.close()
@@ -155,7 +157,7 @@ async def build_server(
     *,
     repository: PaymentRepository | None = None,
     telemetry: Telemetry | None = None,
-) -> PaymentServer:
+) -> Server:
     """Wire the service together and bind its ports (port 0 picks a free one)."""
     if telemetry is None:
         telemetry = Telemetry(settings)
@@ -216,8 +218,8 @@ async def build_server(
         logger.info(
             "Health-only plaintext port bound to %s:%d", settings.health_bind_host, health_port
         )
-    return PaymentServer(
-        server=server,
+    return Server(
+        grpc_server=server,
         port=port,
         health=health,
         gate=gate,

@@ -65,7 +65,8 @@ def objects_of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]
     return [obj for obj in objects if obj["kind"] == kind]
 
 
-def the(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+def single_object(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The one object of ``kind`` in a render (an AssertionError when there are more or none)."""
     found = objects_of(objects, kind)
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
@@ -118,7 +119,7 @@ def container_env(
 
     Plain values are strings; ``valueFrom`` entries are returned as their source dict.
     """
-    deployment = the(objects, "Deployment")
+    deployment = single_object(objects, "Deployment")
     spec = deployment["spec"]["template"]["spec"]
     containers = [*spec.get("initContainers", []), *spec["containers"]]
     (main,) = [c for c in containers if c["name"] == container]

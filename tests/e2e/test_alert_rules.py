@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, require_tool
-from tests.e2e.chart_support import manifests, render, the
+from tests.e2e.chart_support import manifests, render, single_object
 
 pytestmark = pytest.mark.tools
 
@@ -44,7 +44,7 @@ def test_the_charts_absent_alert_watches_its_own_namespace(tmp_path: Path) -> No
     PrometheusRule fires, though the shared file's absent() alone would stay quiet."""
     promtool = require_tool("promtool")
     values = {"metrics": {"prometheusRule": {"enabled": True}}}
-    rule = the(manifests(render(values, namespace="production")), "PrometheusRule")
+    rule = single_object(manifests(render(values, namespace="production")), "PrometheusRule")
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     staging = (
         'payments_service_build_info{namespace="staging",job="payments-service",version="0.1.0"}'

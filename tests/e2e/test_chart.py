@@ -28,7 +28,7 @@ from tests.e2e.chart_support import (
     pod_specs,
     render,
     rendered_settings,
-    the,
+    single_object,
 )
 
 pytestmark = pytest.mark.tools
@@ -140,7 +140,7 @@ def test_invalid_values_are_rejected_with_a_readable_message(
 
 def test_several_replicas_are_allowed_with_postgres() -> None:
     objects = manifests(render(deep_merge(POSTGRES, {"replicaCount": 3})))
-    assert the(objects, "Deployment")["spec"]["replicas"] == 3
+    assert single_object(objects, "Deployment")["spec"]["replicas"] == 3
 
 
 @pytest.mark.parametrize("values_file", ALL_VALUES, ids=scenario_id)
@@ -169,7 +169,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(values_file: Path)
 
 def test_service_account_never_mounts_a_token() -> None:
     objects = manifests(render())
-    assert the(objects, "ServiceAccount")["automountServiceAccountToken"] is False
+    assert single_object(objects, "ServiceAccount")["automountServiceAccountToken"] is False
 
 
 def test_service_names_grpc_and_metrics_ports() -> None:
@@ -186,7 +186,7 @@ def test_probes_are_native_grpc_on_the_health_port_with_or_without_tls(tls: bool
     queue behind API calls or be refused with them (MAX_CONCURRENT_RPCS) under a burst."""
     values = deep_merge(TLS if tls else {}, {"ports": {"health": 7101}})
     objects = manifests(render(values))
-    (container,) = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = single_object(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert container["startupProbe"]["grpc"] == {"port": 7101, "service": ""}
     assert container["livenessProbe"]["grpc"] == {"port": 7101, "service": ""}
     assert container["readinessProbe"]["grpc"] == {
@@ -208,7 +208,7 @@ def test_probes_are_native_grpc_on_the_health_port_with_or_without_tls(tls: bool
 def test_every_scenario_probes_the_health_port_it_opens(values_file: Path) -> None:
     values = load_values(values_file)
     objects = manifests(render(values))
-    (container,) = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = single_object(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     probed = {container[probe]["grpc"]["port"] for probe in PROBES}
     assert probed == {ports["health"]} and ports["health"] != ports["grpc"]
@@ -226,7 +226,7 @@ def test_termination_grace_period_covers_prestop_grace_and_the_servers_bound(
 ) -> None:
     values = {"config": {"gracePeriodSeconds": grace}, "lifecycle": {"preStopSleepSeconds": pause}}
     objects = manifests(render(values))
-    spec = the(objects, "Deployment")["spec"]["template"]["spec"]
+    spec = single_object(objects, "Deployment")["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     hook = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     assert hook == pause
@@ -242,7 +242,7 @@ def test_a_margin_shorter_than_the_servers_shutdown_bound_is_refused() -> None:
 
 def test_config_checksum_changes_with_the_config() -> None:
     def checksum(values: dict[str, Any]) -> str:
-        deployment = the(manifests(render(values)), "Deployment")
+        deployment = single_object(manifests(render(values)), "Deployment")
         return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
 
     assert checksum({}) == checksum({})
@@ -250,7 +250,7 @@ def test_config_checksum_changes_with_the_config() -> None:
 
 
 def test_resource_attributes_carry_the_pod_from_the_downward_api() -> None:
-    deployment = the(manifests(render({"tracing": {"enabled": True}})), "Deployment")
+    deployment = single_object(manifests(render({"tracing": {"enabled": True}})), "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item for item in container["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
@@ -269,7 +269,7 @@ def test_database_url_comes_from_the_existing_secret_only() -> None:
     assert env["DATABASE_URL"] == {"secretKeyRef": {"name": "db", "key": "database-url"}}
     for configmap in objects_of(objects, "ConfigMap"):
         assert "DATABASE_URL" not in configmap.get("data", {})
-    spec = the(objects, "Deployment")["spec"]["template"]["spec"]
+    spec = single_object(objects, "Deployment")["spec"]["template"]["spec"]
     (migrate,) = spec["initContainers"]
     assert migrate["args"] == ["migrate"]
     assert migrate["command"] == spec["containers"][0]["command"]
@@ -279,7 +279,7 @@ def test_network_policy_egress_is_dns_otlp_and_database_only() -> None:
     values = deep_merge(
         POSTGRES, {"networkPolicy": {"enabled": True}, "tracing": {"enabled": True}}
     )
-    policy = the(manifests(render(values), with_tests=False), "NetworkPolicy")
+    policy = single_object(manifests(render(values), with_tests=False), "NetworkPolicy")
     egress_ports = sorted(
         (port["port"], port["protocol"])
         for rule in policy["spec"]["egress"]
@@ -300,10 +300,10 @@ def test_network_policy_opens_the_health_port_to_other_pods_only_under_tls(tls: 
     objects = manifests(render(values), with_tests=False)
     peers = {
         port["port"]: rule["from"]
-        for rule in the(objects, "NetworkPolicy")["spec"]["ingress"]
+        for rule in single_object(objects, "NetworkPolicy")["spec"]["ingress"]
         for port in rule["ports"]
     }
-    (container,) = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = single_object(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert "health" in {p["name"] for p in container["ports"]}
     if tls:
         assert peers["health"] == peers["grpc"] == [{"podSelector": {}}]
@@ -317,7 +317,7 @@ def test_alerts_and_dashboard_come_from_the_shared_files() -> None:
     }
     objects = manifests(render(values))
     rules = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
-    rendered = the(objects, "PrometheusRule")["spec"]["groups"]
+    rendered = single_object(objects, "PrometheusRule")["spec"]["groups"]
     for group in rendered:  # the one change: absent() watches the release's namespace
         for rule in group["rules"]:
             rule["expr"] = rule["expr"].replace('{namespace="payments"}', "")
@@ -344,7 +344,7 @@ def test_only_the_server_pods_match_the_selectors(values_file: Path) -> None:
     """The test pod must not become a Service endpoint, nor fall under the PDB or policy."""
     rendered = render(load_values(values_file))
     objects = manifests(rendered, with_tests=False)
-    selector = the(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    selector = single_object(objects, "Deployment")["spec"]["selector"]["matchLabels"]
     selectors = [selector, *(s["spec"]["selector"] for s in objects_of(objects, "Service"))]
     selectors += [
         o["spec"]["selector"]["matchLabels"] for o in objects_of(objects, "PodDisruptionBudget")

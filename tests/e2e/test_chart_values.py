@@ -25,7 +25,7 @@ from tests.e2e.chart_support import (
     objects_of,
     render,
     rendered_settings,
-    the,
+    single_object,
 )
 
 pytestmark = pytest.mark.tools
@@ -44,7 +44,7 @@ def refused(values: dict[str, Any], **render_args: Any) -> str:
 def server_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (container,) = [
         c
-        for c in the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+        for c in single_object(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
         if c["name"] == "payments-service"
     ]
     return container
@@ -145,7 +145,7 @@ def test_the_chart_works_as_a_subchart_behind_a_condition(tmp_path: Path) -> Non
         tmp_path / "on",
         {"global": {"imageRegistry": "x"}, "payments-service": {"enabled": True, **image}},
     )
-    deployment = the(manifests(on), "Deployment")
+    deployment = single_object(manifests(on), "Deployment")
     assert deployment["metadata"]["name"] == "platform-payments-service"
     off = umbrella(tmp_path / "off", {"payments-service": {"enabled": False, **image}})
     assert manifests(off) == []
@@ -176,7 +176,7 @@ def test_selector_labels_cannot_be_overwritten(where: str, label: str) -> None:
 def test_pod_and_common_labels_land_without_duplicates() -> None:
     values = {"podLabels": {"team": "pods", "app.kubernetes.io/part-of": "shop"}}
     objects = manifests(render({**values, "commonLabels": {"team": "all", "cost": "c1"}}))
-    pod_labels = the(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = single_object(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert pod_labels["team"] == "pods" and pod_labels["cost"] == "c1"
     assert pod_labels["app.kubernetes.io/part-of"] == "shop"
     for obj in objects:
@@ -254,7 +254,7 @@ def test_a_budget_that_leaves_a_pod_to_drain_renders(
     values = deep_merge(
         POSTGRES, {"replicaCount": 3, "podDisruptionBudget": {"enabled": True, **budget}}
     )
-    spec = the(manifests(render(values)), "PodDisruptionBudget")["spec"]
+    spec = single_object(manifests(render(values)), "PodDisruptionBudget")["spec"]
     assert {k: v for k, v in spec.items() if k != "selector"} == expected
 
 
@@ -362,7 +362,7 @@ def test_a_load_balancer_publishes_the_api_only(tls: bool) -> None:
         {"metrics", "health"} if tls else {"metrics"}
     )
     # The ServiceMonitor picks the in-cluster Service, the one with a metrics port.
-    wanted = the(objects, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    wanted = single_object(objects, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
     picked = [s for s in services.values() if wanted.items() <= s["metadata"]["labels"].items()]
     assert picked == [internal]
 
@@ -372,9 +372,9 @@ def test_a_load_balancer_publishes_the_api_only(tls: bool) -> None:
 
 def test_the_in_memory_store_is_replaced_not_rolled() -> None:
     """A rolling update would run two pods with two different sets of payments."""
-    memory = the(manifests(render()), "Deployment")["spec"]["strategy"]
+    memory = single_object(manifests(render()), "Deployment")["spec"]["strategy"]
     assert memory == {"type": "Recreate"}
-    postgres = the(manifests(render(POSTGRES)), "Deployment")["spec"]["strategy"]
+    postgres = single_object(manifests(render(POSTGRES)), "Deployment")["spec"]["strategy"]
     assert postgres == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
@@ -387,9 +387,11 @@ def test_the_in_memory_store_is_replaced_not_rolled() -> None:
 def test_a_service_monitor_replaces_the_scrape_annotations() -> None:
     """Both would scrape every pod twice, and double every rate."""
     values = {"metrics": {"serviceMonitor": {"enabled": True}}}
-    annotations = the(manifests(render(values)), "Deployment")["spec"]["template"]["metadata"]
+    annotations = single_object(manifests(render(values)), "Deployment")["spec"]["template"][
+        "metadata"
+    ]
     assert not any(key.startswith("prometheus.io/") for key in annotations["annotations"])
-    plain = the(manifests(render()), "Deployment")["spec"]["template"]["metadata"]
+    plain = single_object(manifests(render()), "Deployment")["spec"]["template"]["metadata"]
     assert plain["annotations"]["prometheus.io/scrape"] == "true"
 
 
@@ -411,7 +413,7 @@ def test_openshift_can_assign_the_user() -> None:
         "securityContext": {"runAsUser": None, "runAsGroup": None},
     }
     objects = manifests(render(deep_merge(POSTGRES, values)))
-    spec = the(objects, "Deployment")["spec"]["template"]["spec"]
+    spec = single_object(objects, "Deployment")["spec"]["template"]["spec"]
     assert spec["securityContext"] == {
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
@@ -435,7 +437,7 @@ def test_extra_volumes_env_and_containers_reach_both_containers() -> None:
             "serviceAccount": {"automount": True},
         },
     )
-    spec = the(manifests(render(values)), "Deployment")["spec"]["template"]["spec"]
+    spec = single_object(manifests(render(values)), "Deployment")["spec"]["template"]["spec"]
     assert [c["name"] for c in spec["initContainers"]] == ["proxy", "migrate"]
     assert [c["name"] for c in spec["containers"]] == ["payments-service", "sidecar"]
     assert {"name": "db-ca", "secret": {"secretName": "db-ca"}} in spec["volumes"]
@@ -461,7 +463,7 @@ def test_hpa_takes_a_memory_target_and_a_behavior() -> None:
             }
         },
     )
-    hpa = the(manifests(render(values)), "HorizontalPodAutoscaler")["spec"]
+    hpa = single_object(manifests(render(values)), "HorizontalPodAutoscaler")["spec"]
     assert [m["resource"]["name"] for m in hpa["metrics"]] == ["memory"]
     assert hpa["behavior"] == behavior
 
@@ -473,7 +475,7 @@ def test_service_monitor_takes_prometheus_durations(duration: str) -> None:
             "serviceMonitor": {"enabled": True, "interval": duration, "scrapeTimeout": "10s"}
         }
     }
-    endpoint = the(manifests(render(values)), "ServiceMonitor")["spec"]["endpoints"][0]
+    endpoint = single_object(manifests(render(values)), "ServiceMonitor")["spec"]["endpoints"][0]
     assert endpoint["interval"] == duration and endpoint["scrapeTimeout"] == "10s"
 
 
@@ -489,10 +491,10 @@ def test_ingress_and_grpc_route_send_traffic_to_the_grpc_port() -> None:
         "grpcRoute": {"enabled": True, "parentRefs": [{"name": "gw"}], "hostnames": ["p.example"]},
     }
     objects = manifests(render(values))
-    (rule,) = the(objects, "Ingress")["spec"]["rules"]
+    (rule,) = single_object(objects, "Ingress")["spec"]["rules"]
     backend = rule["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "payments-service", "port": {"name": "grpc"}}
-    route = the(objects, "GRPCRoute")["spec"]
+    route = single_object(objects, "GRPCRoute")["spec"]
     assert route["parentRefs"] == [{"name": "gw"}]
     assert route["rules"] == [{"backendRefs": [{"name": "payments-service", "port": 7000}]}]
     assert "needs grpcRoute.parentRefs" in refused({"grpcRoute": {"enabled": True}})

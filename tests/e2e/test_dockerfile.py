@@ -12,7 +12,7 @@ import tomllib
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.chart_support import assert_tool_passes, manifests, render, the
+from tests.e2e.chart_support import assert_tool_passes, manifests, render, single_object
 
 pytestmark = pytest.mark.tools
 
@@ -55,14 +55,16 @@ def test_runs_as_a_numeric_non_root_user_matching_the_chart() -> None:
     (user,) = values_of("USER")
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) > 0 and gid.isdigit()
-    deployment = the(manifests(render()), "Deployment")
+    deployment = single_object(manifests(render()), "Deployment")
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(uid)
 
 
 def test_entrypoint_is_the_charts_command_in_exec_form() -> None:
     (entrypoint,) = values_of("ENTRYPOINT")
     command = json.loads(entrypoint)
-    (container,) = the(manifests(render()), "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = single_object(manifests(render()), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
     assert command == container["command"]
     (stop,) = values_of("STOPSIGNAL")
     assert stop == "SIGTERM"

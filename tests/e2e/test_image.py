@@ -39,7 +39,7 @@ from payments_service import payments_pb2, payments_pb2_grpc
 from payments_service.config import Settings
 from tests.conftest import ROOT, free_port, require_tool
 from tests.e2e import podman_support
-from tests.e2e.chart_support import NAMESPACE, RELEASE, manifests, render, the
+from tests.e2e.chart_support import NAMESPACE, RELEASE, manifests, render, single_object
 from tests.e2e.podman_support import (
     LABEL,
     Image,
@@ -377,7 +377,7 @@ def for_podman(objects: list[dict[str, Any]], podman: Podman) -> tuple[list[Any]
     """The rendered ConfigMap and Deployment, with what podman 4.3 lacks supplied.
 
     Returns the objects to play and the Pod it will make."""
-    deployment = the(objects, "Deployment")
+    deployment = single_object(objects, "Deployment")
     name = deployment["metadata"]["name"]
     pod = Pod(f"{name}-pod-0", f"{name}-pod-0-payments-service", deployment, {})
     container = pod.main

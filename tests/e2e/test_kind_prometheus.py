@@ -26,7 +26,7 @@ import yaml
 
 from payments_service import payments_pb2, payments_pb2_grpc
 from tests.conftest import ROOT, free_port, require_tool, start_server_process, wait_for_port
-from tests.e2e.chart_support import NAMESPACE, RELEASE, manifests, render, the
+from tests.e2e.chart_support import NAMESPACE, RELEASE, manifests, render, single_object
 
 pytestmark = pytest.mark.tools
 
@@ -92,7 +92,7 @@ def test_kind_prometheus_scrapes_the_pod_through_its_annotations(tmp_path: Path)
     binary = require_tool("prometheus")
     grpc_port, metrics_port, web_port = free_port(), free_port(), free_port()
     objects = manifests(render({"ports": {"grpc": grpc_port, "metrics": metrics_port}}))
-    pod = the(objects, "Deployment")["spec"]["template"]
+    pod = single_object(objects, "Deployment")["spec"]["template"]
     address, labels = discovered_target(pod)
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(kind_prometheus_config(address, labels)))

@@ -28,7 +28,7 @@ from tests.conftest import (
     require_tool,
     wait_for_port,
 )
-from tests.e2e.chart_support import CHART, manifests, render, the
+from tests.e2e.chart_support import CHART, manifests, render, single_object
 from tests.e2e.test_kind_prometheus import discovered_target, kind_prometheus_config
 
 pytestmark = pytest.mark.tools
@@ -140,9 +140,9 @@ def test_up_installs_the_image_it_built(
     # What helm would get renders the image that was loaded into kind.
     values = yaml.safe_load((KIND / "values.yaml").read_text())
     values["image"].update(repository=repository, tag=tag)
-    (container,) = the(manifests(render(values)), "Deployment")["spec"]["template"]["spec"][
-        "containers"
-    ]
+    (container,) = single_object(manifests(render(values)), "Deployment")["spec"]["template"][
+        "spec"
+    ]["containers"]
     assert container["image"] == (image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest")
 
 
@@ -283,7 +283,9 @@ def kind_prometheus(
     binary = require_tool("prometheus")
     metrics = free_port()
     server = server_factory(make_settings(metrics_port=metrics, reflection_enabled=True))
-    pod = the(manifests(render({"ports": {"metrics": metrics}})), "Deployment")["spec"]["template"]
+    pod = single_object(manifests(render({"ports": {"metrics": metrics}})), "Deployment")["spec"][
+        "template"
+    ]
     _address, labels = discovered_target(pod)
     config = kind_prometheus_config(f"127.0.0.1:{metrics}", labels)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))

@@ -34,7 +34,7 @@ from tests.e2e.chart_support import (
     manifests,
     mount_tls_secret,
     render,
-    the,
+    single_object,
 )
 
 pytestmark = pytest.mark.tools
@@ -167,7 +167,7 @@ def run_init_containers(
     objects: list[dict[str, Any]], secrets: dict[tuple[str, str], str]
 ) -> list[str]:
     """Run each init container to completion, as the kubelet does before the server starts."""
-    spec = the(objects, "Deployment")["spec"]["template"]["spec"]
+    spec = single_object(objects, "Deployment")["spec"]["template"]["spec"]
     names = []
     for init in spec.get("initContainers", []):
         command = [sys.executable, *init["command"][1:], *init.get("args", [])]
@@ -197,7 +197,7 @@ def test_pod_lifecycle_as_the_kubelet_sees_it(
     }
     objects = manifests(render(values))
     assert run_init_containers(objects, secrets) == (["migrate"] if name == "postgres" else [])
-    pod = the(objects, "Deployment")["spec"]["template"]
+    pod = single_object(objects, "Deployment")["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": grpc_port, "metrics": metrics_port, "health": health_port}
