@@ -430,11 +430,20 @@ def load_settings() -> Settings:
         raise ConfigurationError(describe_validation_error(error)) from None
 
 
+def default_value(name: str) -> str | None:
+    """The default of setting ``name`` as it is written in the environment (``true``,
+    ``7000``), or None when it is unset by default."""
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    if default is None:
+        return None
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
 def settings_help() -> str:
     """A table of every environment variable with its default, for --help."""
     lines = ["environment variables (names are case-insensitive):"]
     for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        shown = "unset" if default is None else default
+        shown = default_value(name) or "unset"
         lines.append(f"  {name.upper():<34} {field.description} (default: {shown})")
     return "\n".join(lines)
+

@@ -248,7 +248,8 @@ async def serve(settings: Settings) -> None:
     logger.info(
         "PaymentServer initialized (port=%d, workers=%d)", settings.port, settings.max_workers
     )
-    logger.info("Starting payment microservice %s...", __version__)
+    logger.info("Starting payment microservice...")
+    logger.debug("payments-service %s", __version__)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
 

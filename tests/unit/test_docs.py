@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from payments_service.config import Settings
+from payments_service.config import Settings, default_value
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -14,12 +14,8 @@ def settings_table() -> str:
     """The README's configuration table, as the Settings class defines it."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        shown = (
-            "(unset)"
-            if default is None
-            else f"`{str(default).lower() if isinstance(default, bool) else default}`"
-        )
+        default = default_value(name)
+        shown = "(unset)" if default is None else f"`{default}`"
         rows.append(f"| `{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)
 
