@@ -1,8 +1,10 @@
-"""The README says the same true things as the code: settings and make targets."""
+"""The README says the same true things as the code: settings and make targets; the
+licence agrees with the project's metadata."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 
 from payments_service.config import Settings, default_value
 from tests.conftest import ROOT
@@ -31,3 +33,14 @@ def test_readme_mentions_every_make_target() -> None:
     assert {"run", "test", "help"} <= set(targets)
     missing = [t for t in targets if f"make {t}" not in README]
     assert not missing, f"README does not mention: {missing}"
+
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_the_licence_file_is_the_mit_licence_the_metadata_and_readme_name() -> None:
+    licence = (ROOT / "LICENSE").read_text()
+    assert licence.startswith("MIT License\n\nCopyright (c) ")
+    assert "Permission is hereby granted, free of charge" in licence
+    assert (PYPROJECT["license"], PYPROJECT["license-files"]) == ("MIT", ["LICENSE"])
+    assert "## License\n\nMIT: see [LICENSE](LICENSE)." in README
