@@ -446,4 +446,3 @@ def settings_help() -> str:
         shown = default_value(name) or "unset"
         lines.append(f"  {name.upper():<34} {field.description} (default: {shown})")
     return "\n".join(lines)
-
