@@ -446,3 +446,23 @@ def settings_help() -> str:
         shown = default_value(name) or "unset"
         lines.append(f"  {name.upper():<34} {field.description} (default: {shown})")
     return "\n".join(lines)
+
+
+def settings_env_file() -> str:
+    """``.env.example``: every setting with its description and its default.
+
+    A setting that is unset by default is a comment (an empty value would be a value).
+    """
+    lines = [
+        "# Every setting of payments-service with its default, generated from the Settings",
+        "# class by `make env-example` (a test fails when it is stale).",
+        "# The service reads environment variables only, never this file: export what you",
+        "# change, or hand a copy to what starts the service (`set -a; . ./my.env; set +a`,",
+        "# `docker run --env-file my.env`, `env_file:` in compose). docker-compose.yml itself",
+        "# takes only PORT and MAX_WORKERS from a .env file beside it.",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = default_value(name)
+        lines += ["", f"# {field.description}"]
+        lines.append(f"# {name.upper()}=" if default is None else f"{name.upper()}={default}")
+    return "\n".join(lines) + "\n"

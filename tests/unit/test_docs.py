@@ -1,12 +1,12 @@
 """The README says the same true things as the code: settings and make targets; the
-licence agrees with the project's metadata."""
+licence and .env.example agree with the project's metadata."""
 
 from __future__ import annotations
 
 import re
 import tomllib
 
-from payments_service.config import Settings, default_value
+from payments_service.config import Settings, default_value, settings_env_file
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -33,6 +33,15 @@ def test_readme_mentions_every_make_target() -> None:
     assert {"run", "test", "help"} <= set(targets)
     missing = [t for t in targets if f"make {t}" not in README]
     assert not missing, f"README does not mention: {missing}"
+
+
+def test_env_example_is_generated_from_the_settings() -> None:
+    expected = settings_env_file()
+    assert (ROOT / ".env.example").read_text() == expected, (
+        ".env.example is stale: run `make env-example`"
+    )
+    for name in Settings.model_fields:
+        assert f"{name.upper()}=" in expected
 
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
