@@ -1,11 +1,12 @@
 """The README says the same true things as the code: settings and make targets; the
-licence and .env.example agree with the project's metadata."""
+licence, the changelog and .env.example agree with the project's metadata."""
 
 from __future__ import annotations
 
 import re
 import tomllib
 
+from payments_service import __version__
 from payments_service.config import Settings, default_value, settings_env_file
 from tests.conftest import ROOT
 
@@ -53,3 +54,17 @@ def test_the_licence_file_is_the_mit_licence_the_metadata_and_readme_name() -> N
     assert "Permission is hereby granted, free of charge" in licence
     assert (PYPROJECT["license"], PYPROJECT["license-files"]) == ("MIT", ["LICENSE"])
     assert "## License\n\nMIT: see [LICENSE](LICENSE)." in README
+
+
+KEEP_A_CHANGELOG_SECTIONS = {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
+
+
+def test_the_changelog_starts_with_the_version_the_code_reports() -> None:
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "[Keep a Changelog](https://keepachangelog.com/" in changelog
+    versions = re.findall(
+        r"^## \[(\d+\.\d+\.\d+)\] - (\d{4}-\d\d-\d\d|Unreleased)$", changelog, re.M
+    )
+    assert versions, "no '## [x.y.z] - YYYY-MM-DD' (or Unreleased) heading"
+    assert versions[0][0] == PYPROJECT["version"] == __version__
+    assert set(re.findall(r"^### (.+)$", changelog, re.M)) <= KEEP_A_CHANGELOG_SECTIONS
