@@ -127,7 +127,7 @@ lock: $(STAMP) ## Re-resolve requirements/*.txt (pinned, with hashes) from pypro
 docker-build: ## Build the container image payments-service:<version> and :latest (needs Docker)
 	docker build --tag $(IMAGE) --tag payments-service:latest .
 
-docker-run: ## Run the image in the foreground on localhost:7000 (Ctrl+C stops it)
+docker-run: ## Run the image in the foreground, ports 7000 and 9464 published on every interface (Ctrl+C stops it)
 	docker run --rm --name $(CONTAINER) --read-only --tmpfs /tmp --cap-drop ALL \
 		-p 7000:7000 -p 9464:9464 $(IMAGE)
 
