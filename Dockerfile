@@ -23,7 +23,7 @@ RUN python -m venv /opt/build \
     && python -m venv --without-pip /opt/venv \
     && /opt/build/bin/pip --python /opt/venv/bin/python install \
        --require-hashes --no-deps -r requirements/runtime.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY app ./app
 # The service itself: no dependencies resolved here (all came from the lock above).
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \

@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto proto-check run test test-unit test-integration test-e2e \
-        lint format typecheck bench clean
+.PHONY: help install shell proto proto-check env-example run traces test test-unit \
+        test-integration test-e2e coverage lint format typecheck bench clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then on='\033[36m' off='\033[0m'; else on='' off=''; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} \
+		/^[a-zA-Z0-9_-]+:.*## / {printf "  %s%-18s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP) ## Create .venv and install the service with its development tools
+
+shell: $(STAMP) ## Open a shell with .venv/bin first on PATH (python, payments-service, grpcurl, pytest); exit leaves it
+	@echo "make shell: $(CURDIR)/$(BIN) is first on PATH; exit (or Ctrl+D) leaves this shell"
+	@PATH="$(CURDIR)/$(BIN):$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)" $${SHELL:-/bin/sh}
 
 proto: $(STAMP) ## Regenerate the Python code (and type stubs) from proto/payments.proto
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc \
@@ -31,8 +37,15 @@ proto: $(STAMP) ## Regenerate the Python code (and type stubs) from proto/paymen
 proto-check: $(STAMP) ## Fail if the committed generated code differs from what the proto produces
 	$(PYTEST) tests/e2e/test_generated_code.py
 
-run: $(STAMP) ## Start the service on localhost:7000 with the in-memory store (Ctrl+C stops it)
+env-example: $(STAMP) ## Write .env.example (every setting with its default) from the Settings class
+	$(BIN)/python -c 'from payments_service.config import settings_env_file as f; print(f(), end="")' \
+		> .env.example
+
+run: $(STAMP) ## Serve on port 7000 of every interface (HOST=[::]), in-memory store; Ctrl+C stops it
 	$(BIN)/python -m payments_service
+
+traces: $(STAMP) ## Like make run, and each call's span is printed on stdout (no collector needed)
+	OTEL_TRACES_EXPORTER=console $(BIN)/python -m payments_service
 
 test: $(STAMP) ## Run every test (unit, integration, end-to-end)
 	$(PYTEST) tests
@@ -45,6 +58,12 @@ test-integration: $(STAMP) ## Run the store contract and integration tests (real
 
 test-e2e: $(STAMP) ## Run the end-to-end tests (real grpcurl, Prometheus, Helm engine, ...)
 	$(PYTEST) tests/e2e
+
+# Server and CLI processes the tests start are measured too (pyproject.toml: patch).
+TESTS ?= tests
+HTMLCOV ?= htmlcov
+coverage: $(STAMP) ## Run the tests with branch coverage; report in htmlcov/index.html (TESTS=tests/unit: one layer)
+	$(PYTEST) --cov --cov-report=term --cov-report=html:$(HTMLCOV) $(TESTS)
 
 .PHONY: image-test
 image-test: $(STAMP) ## Build the image with podman and test it running: container, kube play, compose
@@ -108,7 +127,7 @@ lock: $(STAMP) ## Re-resolve requirements/*.txt (pinned, with hashes) from pypro
 docker-build: ## Build the container image payments-service:<version> and :latest (needs Docker)
 	docker build --tag $(IMAGE) --tag payments-service:latest .
 
-docker-run: ## Run the image in the foreground on localhost:7000 (Ctrl+C stops it)
+docker-run: ## Run the image in the foreground, ports 7000 and 9464 published on every interface (Ctrl+C stops it)
 	docker run --rm --name $(CONTAINER) --read-only --tmpfs /tmp --cap-drop ALL \
 		-p 7000:7000 -p 9464:9464 $(IMAGE)
 
@@ -133,5 +152,6 @@ kind-down: ## Delete the kind cluster
 	CLUSTER=$(CLUSTER) k8s/kind/down.sh
 
 clean: ## Remove the virtual environment, caches and build output
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov build dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .coverage.* htmlcov \
+		build dist app/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

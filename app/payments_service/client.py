@@ -1,7 +1,9 @@
 """A small command-line client: `payments-client health|request|get`, printing JSON.
 
 It imports only grpc and the generated code so it starts fast: the Docker health
-check, the compose test client and the Helm test pod all run it.
+check, the compose test client and the Helm test pod all run it. Plaintext by default;
+``--tls`` (or ``--ca``) speaks TLS, ``--cert`` and ``--key`` add a client certificate
+for mutual TLS.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import sys
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,7 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from payments_service import payments_pb2, payments_pb2_grpc
+from payments_service import __version__, payments_pb2, payments_pb2_grpc
 
 EXIT_RPC_ERROR = 1
 EXIT_NOT_SERVING = 3
@@ -43,18 +46,59 @@ def _metadata_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _pem_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {error.strerror}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="payments-client",
         description="Call payments.v1.PaymentService and print the answer as JSON. "
         "Exit status: 0 OK, 1 the call failed (code, message and field violations "
-        "are printed to stderr), 3 health is not SERVING.",
+        "are printed to stderr), 2 bad usage, 3 health is not SERVING.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--target", default="localhost:7000", help="host:port of the server (default: %(default)s)"
     )
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for an answer (default: 5)"
+    )
+    tls = parser.add_argument_group(
+        "TLS", "Plaintext unless one of these is given; they go before the command."
+    )
+    tls.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect over TLS, trusting the system's CA certificates (or those of --ca)",
+    )
+    # dest tls_*: `request --key` is the idempotency key, on the same namespace.
+    tls.add_argument(
+        "--ca",
+        dest="tls_ca",
+        type=_pem_file,
+        metavar="FILE",
+        help="PEM CA certificate(s) the server's certificate must come from (implies --tls)",
+    )
+    tls.add_argument(
+        "--cert",
+        dest="tls_cert",
+        type=_pem_file,
+        metavar="FILE",
+        help="PEM client certificate chain, for servers that require one (mutual TLS); "
+        "needs --key, implies --tls",
+    )
+    tls.add_argument(
+        "--key", dest="tls_key", type=_pem_file, metavar="FILE", help="PEM private key of --cert"
+    )
+    tls.add_argument(
+        "--authority",
+        metavar="NAME",
+        help="the server name to check its certificate against and to send as :authority "
+        "(default: the host of --target)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -135,10 +179,28 @@ def describe_rpc_error(error: grpc.RpcError) -> dict[str, Any]:
     return described
 
 
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    """A plaintext channel to --target, or a TLS one when a TLS option is given."""
+    options = []
+    if args.authority:
+        options.append(("grpc.default_authority", args.authority))
+    if not (args.tls or args.tls_ca or args.tls_cert):
+        return grpc.insecure_channel(args.target, options=options)
+    if args.authority:
+        options.append(("grpc.ssl_target_name_override", args.authority))
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=args.tls_ca, private_key=args.tls_key, certificate_chain=args.tls_cert
+    )
+    return grpc.secure_channel(args.target, credentials, options=options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
-    args = _parser().parse_args(argv)
-    with grpc.insecure_channel(args.target) as channel:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--cert and --key go together (a client certificate and its key)")
+    with _channel(args) as channel:
         try:
             answer, status = _call(channel, args)
         except grpc.RpcError as error:

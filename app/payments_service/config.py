@@ -430,11 +430,39 @@ def load_settings() -> Settings:
         raise ConfigurationError(describe_validation_error(error)) from None
 
 
+def default_value(name: str) -> str | None:
+    """The default of setting ``name`` as it is written in the environment (``true``,
+    ``7000``), or None when it is unset by default."""
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    if default is None:
+        return None
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
 def settings_help() -> str:
     """A table of every environment variable with its default, for --help."""
     lines = ["environment variables (names are case-insensitive):"]
     for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        shown = "unset" if default is None else default
+        shown = default_value(name) or "unset"
         lines.append(f"  {name.upper():<34} {field.description} (default: {shown})")
     return "\n".join(lines)
+
+
+def settings_env_file() -> str:
+    """``.env.example``: every setting with its description and its default.
+
+    A setting that is unset by default is a comment (an empty value would be a value).
+    """
+    lines = [
+        "# Every setting of payments-service with its default, generated from the Settings",
+        "# class by `make env-example` (a test fails when it is stale).",
+        "# The service reads environment variables only, never this file: export what you",
+        "# change, or hand a copy to what starts the service (`set -a; . ./my.env; set +a`,",
+        "# `docker run --env-file my.env`, `env_file:` in compose). docker-compose.yml itself",
+        "# takes only PORT and MAX_WORKERS from a .env file beside it.",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = default_value(name)
+        lines += ["", f"# {field.description}"]
+        lines.append(f"# {name.upper()}=" if default is None else f"{name.upper()}={default}")
+    return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ from payments_service.readiness import ReadinessMonitor
 from payments_service.service import PaymentService
 from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
 from payments_service.storage.migrate import run_migrations
+from payments_service.transport import reflection_v1
 from payments_service.transport.calls import CallGate, add_guarded
 from payments_service.transport.health import NOT_SERVING, SERVING, HealthService
 from payments_service.transport.server_options import health_server_options, server_options
@@ -195,13 +196,16 @@ async def build_server(
         server, health_pb2_grpc.add_HealthServicer_to_server, health, observer=telemetry.calls
     )
     if settings.reflection_enabled:
-        names = (SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME)
-        add_guarded(
-            server,
-            reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-            # reflection.aio: the asyncio servicer (exported only where grpc.aio exists).
-            reflection.aio.ReflectionServicer(names),  # type: ignore[attr-defined]
+        names = (
+            SERVICE_NAME,
+            "grpc.health.v1.Health",
+            reflection.SERVICE_NAME,
+            reflection_v1.SERVICE_NAME,
         )
+        # reflection.aio: the asyncio servicer (exported only where grpc.aio exists).
+        reflector = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
+        add_guarded(server, reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflector)
+        add_guarded(server, reflection_v1.add_to_server, reflector)
     port = _bind(
         server, settings.host, settings.port, "PORT", credentials=server_credentials(settings)
     )
@@ -250,7 +254,8 @@ async def serve(settings: Settings) -> None:
     logger.info(
         "PaymentServer initialized (port=%d, workers=%d)", settings.port, settings.max_workers
     )
-    logger.info("Starting payment microservice %s...", __version__)
+    logger.info("Starting payment microservice...")
+    logger.debug("payments-service %s", __version__)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
 

@@ -36,9 +36,21 @@ def test_list_shows_the_api_health_and_reflection(grpcurl: Grpcurl) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         "payments.v1.PaymentService",
     ]
+
+
+def test_describe_shows_both_reflection_versions(grpcurl: Grpcurl) -> None:
+    for version in ("v1", "v1alpha"):
+        result = grpcurl("describe", f"grpc.reflection.{version}.ServerReflection")
+        assert result.returncode == 0, result.stderr
+        package = f".grpc.reflection.{version}"
+        assert (
+            f"rpc ServerReflectionInfo ( stream {package}.ServerReflectionRequest )"
+            f" returns ( stream {package}.ServerReflectionResponse );"
+        ) in result.stdout
 
 
 def test_describe_shows_the_documented_methods(grpcurl: Grpcurl) -> None:

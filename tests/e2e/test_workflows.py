@@ -46,3 +46,24 @@ def test_kind_workflow_covers_both_stores_and_helm_test() -> None:
     assert kind["strategy"]["matrix"]["storage"] == ["memory", "postgres"]
     runs = " ".join(step.get("run", "") for step in kind["steps"])
     assert "helm test payments-service" in runs
+
+
+def _make_targets(workflow: str) -> list[str]:
+    steps = yaml.safe_load((WORKFLOWS / workflow).read_text())["jobs"]
+    runs = " ".join(step.get("run", "") for job in steps.values() for step in job["steps"])
+    return re.findall(r"\bmake ([a-z][a-z-]*)", runs)
+
+
+def test_the_readme_says_what_each_workflow_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme[readme.index("CI is two workflows.") :].split("\n\n")[0]
+    ci = (WORKFLOWS / "ci.yml").read_text()
+    assert "bash .ci/run make lint typecheck test" in ci
+    assert "make lint typecheck test" in (ROOT / ".ci" / "run").read_text()  # its default
+    assert "`.github/workflows/ci.yml`" in paragraph
+    assert "runs `.ci/run`" in paragraph
+    assert "`make lint typecheck test`" in paragraph
+    kind = paragraph[paragraph.index("`.github/workflows/kind-e2e.yml`") :]
+    for target in _make_targets("kind-e2e.yml"):
+        assert f"`make {target}`" in kind, target
+    assert "`helm test`" in kind

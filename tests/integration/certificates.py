@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,13 @@ class Issued:
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _subject_alternative_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -57,8 +65,11 @@ class CertificateAuthority:
         self.file = directory / f"{name}.pem"
         self.file.write_bytes(self.pem)
 
-    def issue(self, common_name: str, *, server: bool) -> Issued:
-        """A leaf certificate: for 127.0.0.1/localhost when ``server``, else a client one."""
+    def issue(
+        self, common_name: str, *, server: bool, hosts: Sequence[str] = ("localhost", "127.0.0.1")
+    ) -> Issued:
+        """A leaf certificate: a server one for ``hosts`` (names and IP addresses) when
+        ``server``, else a client one."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
@@ -75,12 +86,7 @@ class CertificateAuthority:
         )
         if server:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
+                x509.SubjectAlternativeName([_subject_alternative_name(host) for host in hosts]),
                 critical=False,
             )
         certificate = builder.sign(self._key, hashes.SHA256())

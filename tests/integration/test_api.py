@@ -12,14 +12,13 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from payments_service import payments_pb2
 from payments_service.domain.payment import Payment
 from payments_service.payments_pb2_grpc import PaymentServiceStub
 from payments_service.storage import InMemoryPaymentRepository
-from tests.conftest import RunningServer, make_settings
+from tests.conftest import RunningServer
 
 PENDING = payments_pb2.PAYMENT_STATUS_PENDING
 
@@ -191,29 +190,6 @@ def test_standard_health_service_tracks_the_lifecycle(server_factory: Any) -> No
             assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
         stub = PaymentServiceStub(channel)
         assert stub.Health(payments_pb2.HealthRequest()).status == "NOT_SERVING"
-
-
-def _listed_services(port: int) -> list[str]:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        (answer,) = list(reflection.ServerReflectionInfo(iter([request])))
-        return sorted(s.name for s in answer.list_services_response.service)
-
-
-def test_reflection_is_on_by_default(server: RunningServer) -> None:
-    assert _listed_services(server.port) == [
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-        "payments.v1.PaymentService",
-    ]
-
-
-def test_reflection_can_be_turned_off(server_factory: Any) -> None:
-    app = server_factory(make_settings(reflection_enabled=False))
-    with pytest.raises(grpc.RpcError) as caught:
-        _listed_services(app.port)
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_concurrent_identical_requests_make_exactly_one_payment(

@@ -85,7 +85,7 @@ def test_garbage_bytes_are_invalid_argument_and_log_no_error(
 ) -> None:
     attribute, path = GARBAGE_TARGETS[target]
     port = int(getattr(server, attribute))
-    # A reflection version the server does not serve (v1, today) runs no code of ours.
+    # A reflection version the server does not serve runs no code of ours.
     served = "reflection" not in target or _code(port, path, LIST_SERVICES) != "UNIMPLEMENTED"
     codes: list[str] = []
     logged = _errors_logged_by(server, lambda: codes.append(_code(port, path, GARBAGE)))

@@ -6,8 +6,12 @@ import json
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
-from tests.conftest import RunningServer
+from payments_service import __version__
+from tests.conftest import RunningServer, ServerFactory
+from tests.integration.certificates import CertificateAuthority, Issued
+from tests.integration.conftest import start_tls_server
 
 
 def client(server_port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -40,6 +44,95 @@ def test_health_exits_3_when_not_serving(server: RunningServer) -> None:
     result = client(server.port, "health")
     assert result.returncode == 3
     assert json.loads(result.stdout) == {"status": "NOT_SERVING"}
+
+
+def test_health_of_a_service_the_server_does_not_know_says_so(server: RunningServer) -> None:
+    result = client(server.port, "health", "--service", "foo")
+    assert result.returncode == 1
+    assert json.loads(result.stderr)["error"] == {
+        "code": "NOT_FOUND",
+        "message": "unknown service",
+    }
+
+
+def test_version_is_the_installed_version() -> None:
+    for program in ("payments_service.client", "payments_service"):
+        result = subprocess.run(
+            [sys.executable, "-m", program, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert result.stdout.split()[1:] == [__version__]
+    assert __version__ == "0.1.0"
+
+
+def _request(key: str) -> tuple[str, ...]:
+    return ("request", "--amount", "700", "--currency", "EUR", "--order", "o-tls", "--key", key)
+
+
+def _code(result: subprocess.CompletedProcess[str]) -> str:
+    """The code of a failed call (gRPC core may log a failed handshake before the JSON)."""
+    assert result.returncode == 1, result.stdout
+    return str(json.loads(result.stderr[result.stderr.index("{") :])["error"]["code"])
+
+
+def test_tls_with_the_servers_ca_and_not_in_plaintext(
+    server_factory: ServerFactory, authority: CertificateAuthority, server_certificate: Issued
+) -> None:
+    app = start_tls_server(server_factory, server_certificate)
+    ca = ("--ca", str(authority.file))
+
+    assert json.loads(client(app.port, *ca, "health").stdout) == {"status": "SERVING"}
+    created = client(app.port, *ca, *_request("tls-key-0001"))
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["message"] == "Payment created"
+    # Plaintext, and TLS trusting only the system's CAs, do not get through.
+    assert _code(client(app.port, "health")) == "UNAVAILABLE"
+    assert _code(client(app.port, "--tls", "health")) == "UNAVAILABLE"
+    assert app.count() == 1
+
+
+def test_mutual_tls_with_a_client_certificate_and_key(
+    server_factory: ServerFactory, authority: CertificateAuthority, server_certificate: Issued
+) -> None:
+    app = start_tls_server(server_factory, server_certificate, tls_client_ca_file=authority.file)
+    issued = authority.issue("payments-client", server=False)
+    ca = ("--ca", str(authority.file))
+    mtls = (*ca, "--cert", str(issued.certificate_file), "--key", str(issued.key_file))
+
+    # The TLS --key before the command, the idempotency --key after it.
+    created = client(app.port, *mtls, *_request("mtls-key-0001"))
+    assert created.returncode == 0, created.stderr
+    shown = client(app.port, *mtls, "get", json.loads(created.stdout)["payment_id"])
+    assert json.loads(shown.stdout)["order_id"] == "o-tls"
+    assert _code(client(app.port, *ca, *_request("mtls-key-0002"))) == "UNAVAILABLE"
+    assert app.count() == 1
+
+
+def test_authority_names_the_server_its_certificate_was_issued_for(
+    server_factory: ServerFactory, authority: CertificateAuthority
+) -> None:
+    certificate = authority.issue("payments-internal", server=True, hosts=["payments.internal"])
+    app = start_tls_server(server_factory, certificate)
+    ca = ("--ca", str(authority.file))
+
+    assert _code(client(app.port, *ca, "health")) == "UNAVAILABLE"  # 127.0.0.1 is not in it
+    named = client(app.port, *ca, "--authority", "payments.internal", "health")
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout) == {"status": "SERVING"}
+
+
+def test_tls_files_are_checked_before_any_call(tmp_path: Path) -> None:
+    alone = client(1, "--cert", str(tmp_path / "missing.pem"), "health")
+    assert alone.returncode == 2
+    assert "cannot read" in alone.stderr
+    readable = tmp_path / "client.pem"
+    readable.write_text("not used")
+    without_key = client(1, "--cert", str(readable), "health")
+    assert without_key.returncode == 2
+    assert "--cert and --key go together" in without_key.stderr
 
 
 def test_request_then_get_round_trip_with_replay(server: RunningServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service import payments_pb2, payments_pb2_grpc
+from payments_service.config import Settings, default_value
 from tests.conftest import ROOT, free_port, start_server_process, wait_for_port
+from tests.postgres_support import wait_for_health
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
 SEED_EXAMPLE = ROOT / "tests" / "integration" / "seed_client_example.py"
 
 
@@ -26,26 +30,51 @@ def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[in
     return process.returncode, output
 
 
-@pytest.mark.parametrize("module", ["payments_service.server", "payments_service"])
-def test_server_starts_logs_like_the_seed_and_stops_on_sigint(module: str) -> None:
+#: The server's log as the original specification shows it ("Server Output" and "Graceful
+#: Shutdown"), without the timestamps: every line the payments_service.server logger writes
+#: when the service starts with the default settings and stops on Ctrl+C, in this order.
+SEED_SERVER_LINES = """\
+payments_service.server - INFO - PaymentServer initialized (port=7000, workers=10)
+payments_service.server - INFO - Starting payment microservice...
+payments_service.server - INFO - Creating InMemoryPaymentRepository...
+payments_service.server - INFO - Creating PaymentService...
+payments_service.server - INFO - Creating PaymentServiceGrpcServicer...
+payments_service.server - INFO - Creating gRPC server with 10 workers...
+payments_service.server - INFO - Adding PaymentService servicer to server...
+payments_service.server - INFO - Server bound to [::]:7000
+payments_service.server - INFO - ✓ Payment microservice started successfully on port 7000
+payments_service.server - INFO - Server is ready to accept requests
+payments_service.server - INFO - Received signal SIGINT, initiating shutdown...
+payments_service.server - INFO - Stopping server (grace period: 5s)...
+payments_service.server - INFO - ✓ Server stopped successfully
+"""
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-m", "payments_service.server"),
+        ("-m", "payments_service"),
+        ("-m", "payments_service", "serve"),
+    ],
+    ids=" ".join,
+)
+def test_server_logs_the_seeds_lines_and_stops_on_sigint(args: tuple[str, ...]) -> None:
     port = free_port()
-    process = start_server_process({"PORT": str(port)}, args=("-m", module))
+    process = start_server_process({"PORT": str(port)}, args=args)
     try:
-        wait_for_port(port)
+        wait_for_health(port, SERVING, timeout=20, service="")  # then every start line is out
     finally:
         code, output = _stop(process, signal.SIGINT)
     assert code == 0, output
-    for line in (
-        f"payments_service.server - INFO - PaymentServer initialized (port={port}, workers=10)",
-        "Creating InMemoryPaymentRepository...",
-        f"Server bound to [::]:{port}",
-        f"✓ Payment microservice started successfully on port {port}",
-        "Server is ready to accept requests",
-        "Received signal SIGINT, initiating shutdown...",
-        "Stopping server (grace period: 5s)...",
-        "✓ Server stopped successfully",
-    ):
-        assert line in output
+    server_lines = [
+        TIMESTAMP.sub("", line)
+        for line in output.splitlines()
+        if TIMESTAMP.match(line) and " - payments_service.server - " in line
+    ]
+    expected = SEED_SERVER_LINES.replace("7000", str(port)).splitlines()
+    assert server_lines == expected, output
 
 
 def test_the_seed_python_example_runs_verbatim() -> None:
@@ -175,24 +204,32 @@ def test_bad_configuration_exits_2_with_one_readable_line(
     assert expected in output
 
 
-def test_an_occupied_port_is_an_error_not_a_silent_second_server() -> None:
-    port = free_port()
-    first = start_server_process({"PORT": str(port)})
+def test_a_port_another_instance_holds_is_named_with_its_setting_and_exit_2() -> None:
+    """A second instance started beside a running one (the first one's PORT, METRICS_PORT
+    or HEALTH_PORT left at the same value) stops with one ERROR line naming the port and
+    its setting, and exit status 2, like every configuration error."""
+    ports = {"PORT": free_port(), "METRICS_PORT": free_port(), "HEALTH_PORT": free_port()}
+    first = start_server_process({name: str(port) for name, port in ports.items()})
+    outputs = {}
     try:
-        wait_for_port(port)
-        second = start_server_process({"PORT": str(port)})
-        output, _ = second.communicate(timeout=20)
+        wait_for_health(ports["PORT"], SERVING, timeout=20, service="")
+        for shared in ports:
+            others = {name: str(free_port()) for name in ports if name != shared}
+            second = start_server_process({shared: str(ports[shared]), **others})
+            output, _ = second.communicate(timeout=20)
+            outputs[shared] = (second.returncode, output)
     finally:
         _stop(first)
-    # Exit 2, like every configuration error, with one line naming the port and setting.
-    assert second.returncode == 2, output
-    error_lines = [line for line in output.splitlines() if " - ERROR - " in line]
-    assert len(error_lines) == 1, output
-    assert f"PORT={port}: cannot listen on" in error_lines[0]
-    assert "Traceback" not in output
+    for setting, (code, output) in outputs.items():
+        assert code == 2, output
+        error_lines = [line for line in output.splitlines() if " - ERROR - " in line]
+        assert len(error_lines) == 1, output
+        assert f"{setting}={ports[setting]}: cannot listen on" in error_lines[0]
+        assert f"choose another {setting}" in error_lines[0]
+        assert "Traceback" not in output
 
 
-def test_help_lists_every_setting() -> None:
+def test_help_lists_every_setting_with_its_default() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "payments_service", "--help"],
         capture_output=True,
@@ -200,10 +237,12 @@ def test_help_lists_every_setting() -> None:
         check=True,
         cwd=ROOT,
     )
-    from payments_service.config import Settings
-
+    assert "names are case-insensitive" in result.stdout
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
     for name in Settings.model_fields:
-        assert name.upper() in result.stdout
+        assert lines[name.upper()].endswith(f"(default: {default_value(name) or 'unset'})")
+    assert lines["OTEL_TRACES_SAMPLER_ARG"].endswith("(default: 1.0)")
+    assert lines["REFLECTION_ENABLED"].endswith("(default: true)")
 
 
 def test_seed_example_file_is_the_seed_text() -> None:

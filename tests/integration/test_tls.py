@@ -6,7 +6,6 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -15,33 +14,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service.payments_pb2_grpc import PaymentServiceStub
 from payments_service.transport.tls import RECHECK_SECONDS
-from tests.conftest import RunningServer, ServerFactory, free_port, make_settings
+from tests.conftest import RunningServer, ServerFactory, free_port
 from tests.integration.certificates import CertificateAuthority, Issued
+from tests.integration.conftest import start_tls_server
 from tests.integration.hardening_support import valid_request
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-@pytest.fixture
-def authority(tmp_path: Path) -> CertificateAuthority:
-    return CertificateAuthority(tmp_path)
-
-
-@pytest.fixture
-def server_certificate(authority: CertificateAuthority) -> Issued:
-    return authority.issue("payments-server", server=True)
-
-
-def _tls_server(
-    server_factory: ServerFactory, certificate: Issued, **overrides: Any
-) -> RunningServer:
-    settings = make_settings(
-        port=free_port(),
-        tls_cert_file=certificate.certificate_file,
-        tls_key_file=certificate.key_file,
-        **overrides,
-    )
-    return server_factory(settings)
 
 
 def _call_over_tls(
@@ -64,7 +42,7 @@ def _call_in_plaintext(app: RunningServer) -> None:
 def test_a_tls_client_is_served_and_a_plaintext_client_is_not(
     server_factory: ServerFactory, authority: CertificateAuthority, server_certificate: Issued
 ) -> None:
-    app = _tls_server(server_factory, server_certificate)
+    app = start_tls_server(server_factory, server_certificate)
 
     assert _call_over_tls(app, authority) == "Payment created"
     with pytest.raises(grpc.RpcError) as plaintext:
@@ -76,7 +54,7 @@ def test_a_tls_client_is_served_and_a_plaintext_client_is_not(
 def test_a_client_that_does_not_trust_the_server_certificate_is_refused(
     server_factory: ServerFactory, tmp_path: Path, server_certificate: Issued
 ) -> None:
-    app = _tls_server(server_factory, server_certificate)
+    app = start_tls_server(server_factory, server_certificate)
     stranger = CertificateAuthority(tmp_path, name="other-ca")
 
     with pytest.raises(grpc.RpcError) as refused:
@@ -90,7 +68,7 @@ def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
     authority: CertificateAuthority,
     server_certificate: Issued,
 ) -> None:
-    app = _tls_server(server_factory, server_certificate, tls_client_ca_file=authority.file)
+    app = start_tls_server(server_factory, server_certificate, tls_client_ca_file=authority.file)
     trusted_client = authority.issue("payments-client", server=False)
     foreign_client = CertificateAuthority(tmp_path, name="rogue-ca").issue("rogue", server=False)
 
@@ -105,7 +83,7 @@ def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
 def test_probes_pass_on_the_plaintext_health_port_which_serves_nothing_else(
     server_factory: ServerFactory, authority: CertificateAuthority, server_certificate: Issued
 ) -> None:
-    app = _tls_server(server_factory, server_certificate, health_port=free_port())
+    app = start_tls_server(server_factory, server_certificate, health_port=free_port())
     assert app.health_port is not None
 
     with grpc.insecure_channel(f"127.0.0.1:{app.health_port}") as channel:
@@ -147,7 +125,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(
 ) -> None:
     """cert-manager renews the Secret, the kubelet swaps the files: the next connection is
     served with the new certificate; a renewal caught half-written is not used."""
-    app = _tls_server(server_factory, server_certificate)
+    app = start_tls_server(server_factory, server_certificate)
     assert _same_certificate(_served_certificate(app.port), server_certificate.certificate)
     renewed = authority.issue("payments-server-renewed", server=True)
     # Half-written: the new certificate is there, its key not yet.

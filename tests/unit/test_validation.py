@@ -137,6 +137,27 @@ def test_metadata_errors_never_echo_customer_keys_or_values() -> None:
     assert all("secret" not in description for _, description in described)
 
 
+def test_counts_in_messages_read_as_english() -> None:
+    one = {"k" * 41: "v"}
+    two = {"k" * 41: "v", "j" * 41: "v"}
+    assert violations(metadata=one) == [
+        ("metadata", "keys must be 1 to 40 characters long (1 entry breaks this)")
+    ]
+    assert violations(metadata=two)[0][1].endswith("(2 entries break this)")
+    messages = {}
+    for name, changes in {
+        "one": {"currency": "usd"},
+        "two": {"currency": "", "amount_minor": 0},
+    }.items():
+        with pytest.raises(ValidationError) as caught:
+            validate_payment_request(PaymentRequest(**{**VALID, **changes}))  # type: ignore[arg-type]
+        messages[name] = str(caught.value)
+    assert messages == {
+        "one": "invalid request: 1 problem with currency",
+        "two": "invalid request: 2 problems with amount_minor, currency",
+    }
+
+
 def test_payment_ids_must_be_uuids_and_are_canonicalised() -> None:
     assert (
         validate_payment_id("550E8400-E29B-41D4-A716-446655440000")
