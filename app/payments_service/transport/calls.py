@@ -197,10 +197,11 @@ class CallGate:
         deadline = loop.time() + grace
         await self._caught_up(min(deadline, loop.time() + DRAIN_SERVE_LIMIT_SECONDS))
         self._draining = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            return False
+        if not self._idle.is_set():
+            try:
+                await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return False
         await self._caught_up(deadline)
         return True
 
