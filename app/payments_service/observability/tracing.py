@@ -232,6 +232,14 @@ def _peer_attributes(peer: str) -> dict[str, str | int]:
     return attributes
 
 
+def _user_agent(metadata: Sequence[tuple[str, Any]]) -> dict[str, str]:
+    """rpc.user_agent, as OpenTelemetry's gRPC instrumentation records it."""
+    for key, value in metadata:
+        if key == "user-agent":
+            return {"rpc.user_agent": value}
+    return {}
+
+
 class _Metadata:
     """The OTel getter for grpc invocation metadata (a sequence of key/value pairs)."""
 
@@ -429,6 +437,7 @@ class ServerSpans:
                 "rpc.method": rpc_method,
                 "rpc.grpc.status_code": 0,
                 **_peer_attributes(context.peer()),
+                **_user_agent(metadata),
                 **dict(sampling.attributes or {}),
             }
             span = ServerSpan(self, name, span_context, parent_context, attributes)
