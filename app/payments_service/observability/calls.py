@@ -7,7 +7,7 @@ SLOW_CALL_SECONDS, with the call's trace id; other calls get their line only at 
 and a log of every successful call says nothing the metrics do not.
 
 :class:`CallTelemetry` is the :class:`~payments_service.transport.calls.CallObserver`
-the server gives its interceptor.
+the server gives its call guard.
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ class MethodTelemetry:
         self._failure_level = (
             logging.DEBUG if method.startswith(_QUIET_METHOD_PREFIX) else logging.INFO
         )
-        # Read once: the server configures logging before it builds its handlers.
-        self._log_calls = access_logger.isEnabledFor(logging.DEBUG)
-        self._log_failures = access_logger.isEnabledFor(self._failure_level)
 
     def started(self, context: Any) -> Call:
         """Count the call and start its span (current until :meth:`ended`)."""
