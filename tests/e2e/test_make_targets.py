@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 VENV_BIN = Path(sys.executable).parent
@@ -24,12 +26,12 @@ def _clean_environment() -> dict[str, str]:
 
 
 def _make(
-    *args: str, cwd: Path = ROOT, stdin: str | None = None
+    *args: str, cwd: Path = ROOT, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["make", "--no-print-directory", *args],
         cwd=cwd,
-        env=_clean_environment(),
+        env=env or _clean_environment(),
         input=stdin,
         capture_output=True,
         text=True,
@@ -60,18 +62,24 @@ def test_help_colours_a_terminal_and_nothing_else() -> None:
     assert "\033[36m" in coloured
 
 
-def test_shell_puts_the_virtual_environment_first_on_path() -> None:
-    commands = (
-        "command -v python payments-service payments-client grpcurl pytest\n"
+TOOLS = ["python", "payments-service", "payments-client", "grpcurl", "pytest"]
+
+
+@pytest.mark.parametrize("user_shell", ["bash", None], ids=["SHELL=bash", "no SHELL (sh)"])
+def test_shell_puts_the_virtual_environment_first_on_path(user_shell: str | None) -> None:
+    environment = {k: v for k, v in _clean_environment().items() if k != "SHELL"}
+    if user_shell:
+        environment["SHELL"] = shutil.which(user_shell) or user_shell
+    # POSIX sh's `command -v` looks up one name per call
+    commands = "".join(f"command -v {tool}\n" for tool in TOOLS) + (
         "python -c 'import payments_service, sys; print(sys.prefix)'\n"
     )
-    result = _make("shell", stdin=commands)
+    result = _make("shell", stdin=commands, env=environment)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     # (make first reinstalls .venv when pyproject.toml changed since; that prints more)
     lines = lines[next(i for i, line in enumerate(lines) if line.startswith("make shell: ")) :]
-    tools = ["python", "payments-service", "payments-client", "grpcurl", "pytest"]
-    assert lines[1:6] == [str(ROOT / ".venv" / "bin" / tool) for tool in tools]
+    assert lines[1:6] == [str(ROOT / ".venv" / "bin" / tool) for tool in TOOLS]
     assert lines[6] == str(ROOT / ".venv")
 
 
