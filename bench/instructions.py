@@ -1,13 +1,18 @@
 """`python -m bench.instructions`: CPU instructions per call of each target, counted by valgrind.
 
 Calls/s on a shared, virtualised machine move by up to 30% between runs; instruction counts
-do not. Each target server runs twice under ``valgrind --tool=callgrind``, which counts the
-user-space instructions of the whole process (grpcio's C core included): once serving
-``--warmup`` calls and once ``--warmup`` + ``--calls``. The difference divided by ``--calls``
-is the cost of one call, with start-up and warm-up cancelled out.
+move far less: the synchronous server's within 1%, grpc.aio targets' by up to about 10% with
+the machine's load (how many completions each wake-up of the loop handles depends on
+timing), so compare targets measured in one run. Each target server runs twice under
+``valgrind --tool=callgrind``, which counts the user-space instructions of the whole process
+(grpcio's C core included): once serving ``--warmup`` calls and once ``--warmup`` +
+``--calls``. The difference divided by ``--calls`` is the cost of one call, with start-up
+and warm-up cancelled out.
 
-The kernel's work (the sockets) is not counted. It is about the same for every target, so a
-ratio of instructions is lower than the ratio of calls/s the same targets reach.
+The kernel's work (the sockets, the wake-ups) is not counted. It is about the same for the
+targets of one server model, so their ratio of instructions is lower than their ratio of
+calls/s; between server models it is not (grpc.aio spends half as much again in the kernel
+as the synchronous server), so compare models on CPU per call (`python -m bench`).
 """
 
 from __future__ import annotations
