@@ -15,7 +15,7 @@ import collections
 import itertools
 import os
 import time
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,10 @@ from payments_service import payments_pb2, payments_pb2_grpc
 #: Concurrent callers following the schedule: enough for 70% of capacity, below the
 #: default MAX_CONCURRENT_RPCS (100) so that refusals mean the service fell behind.
 CALLERS = 64
+#: Callers per connection: below the ~64 calls in flight from which grpc core refuses some
+#: new streams of a connection near MAX_CONCURRENT_STREAMS (docs/reliability.md), so a
+#: flood meets the service's own cap instead.
+CALLERS_PER_CONNECTION = 50
 
 
 @dataclass
@@ -107,12 +111,23 @@ async def soak(
     count = max(1, int(minutes * 60 / window_s))
     windows = [Window(started=i * window_s) for i in range(count)]
     slots = itertools.count()
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = payments_pb2_grpc.PaymentServiceStub(channel)
+    async with AsyncExitStack() as channels:
+        # One connection each (a local subchannel pool: channels to one target share
+        # connections otherwise).
+        stubs = [
+            payments_pb2_grpc.PaymentServiceStub(
+                await channels.enter_async_context(
+                    grpc.aio.insecure_channel(
+                        target, options=[("grpc.use_local_subchannel_pool", 1)]
+                    )
+                )
+            )
+            for _ in range(-(-callers // CALLERS_PER_CONNECTION))
+        ]
         start = time.perf_counter()
         total = int(count * window_s * rate)
 
-        async def caller() -> None:
+        async def caller(stub: payments_pb2_grpc.PaymentServiceAsyncStub) -> None:
             while (slot := next(slots)) < total:
                 scheduled = start + slot / rate
                 delay = scheduled - time.perf_counter()
@@ -146,7 +161,7 @@ async def soak(
                 _print_window(number, window, window_s, rss)
             return reported
 
-        tasks = [asyncio.create_task(caller()) for _ in range(callers)]
+        tasks = [asyncio.create_task(caller(stubs[i % len(stubs)])) for i in range(callers)]
         reported = await reporter()
         await asyncio.gather(*tasks)
     return reported
