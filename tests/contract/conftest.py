@@ -8,7 +8,7 @@ import pytest
 
 from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
 from payments_service.storage.postgres import PostgresPaymentRepository
-from tests.postgres_support import fresh_database
+from tests.support.postgres import fresh_database
 
 RepositoryFactory = Callable[[], Awaitable[PaymentRepository]]
 
@@ -21,7 +21,7 @@ async def _memory() -> AsyncIterator[RepositoryFactory]:
 
 
 async def _postgres() -> AsyncIterator[RepositoryFactory]:
-    # A database of its own per test, migrated, dropped afterwards (see postgres_support).
+    # A database of its own per test, migrated, dropped afterwards (see tests/support/postgres.py).
     with fresh_database() as url:
 
         async def make() -> PaymentRepository:

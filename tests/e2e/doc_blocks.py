@@ -36,9 +36,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from payments_service import payments_pb2, payments_pb2_grpc
+from payments_service import payments_pb2_grpc
 from payments_service.config import Settings
-from tests.conftest import ROOT, require, require_tool
+from tests.support.environment import ROOT, require, require_tool
+from tests.support.requests import valid_request
 
 DOCUMENTS = (
     "README.md",
@@ -234,12 +235,7 @@ def create_payment() -> str:
     with grpc.insecure_channel(f"localhost:{PORT}") as channel:
         stub = payments_pb2_grpc.PaymentServiceStub(channel)
         answer = stub.RequestPayment(
-            payments_pb2.RequestPaymentRequest(
-                amount_minor=1250,
-                currency="USD",
-                order_id="doc-test-order",
-                idempotency_key="doc-test-payment-0001",
-            ),
+            valid_request("doc-test-payment-0001", currency="USD", order_id="doc-test-order"),
             timeout=10,
         )
         return str(answer.payment_id)

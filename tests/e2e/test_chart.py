@@ -14,8 +14,7 @@ import yaml
 from pydantic import SecretStr
 
 from payments_service.config import Settings
-from tests.conftest import ROOT
-from tests.e2e.chart_support import (
+from tests.support.chart import (
     CHART,
     KIND_VALUES,
     SCENARIOS,
@@ -30,6 +29,7 @@ from tests.e2e.chart_support import (
     rendered_settings,
     single_object,
 )
+from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.tools
 

@@ -14,7 +14,7 @@ import yaml
 
 from payments_service import __version__
 from payments_service.config import ConfigurationError
-from tests.e2e.chart_support import (
+from tests.support.chart import (
     CHART,
     KIND_VALUES,
     SCENARIOS,

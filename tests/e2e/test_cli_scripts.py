@@ -14,17 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    ROOT,
-    RunningServer,
-    ServerFactory,
-    free_port,
-    make_settings,
-    require_tool,
-)
-from tests.e2e.chart_support import manifests, mount_tls_secret, objects_of, render
 from tests.e2e.test_compose import compose
 from tests.e2e.test_dockerfile import values_of
+from tests.support.chart import manifests, mount_tls_secret, objects_of, render
+from tests.support.environment import ROOT, require_tool
+from tests.support.network import free_port
+from tests.support.servers import RunningServer, ServerFactory, make_settings
 
 pytestmark = pytest.mark.tools
 

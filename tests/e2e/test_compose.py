@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from payments_service.config import Settings
-from tests.conftest import ROOT
-from tests.e2e.chart_support import assert_tool_passes
+from tests.support.chart import assert_tool_passes
+from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.tools
 

@@ -11,8 +11,8 @@ import tomllib
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.e2e.chart_support import assert_tool_passes, manifests, render, single_object
+from tests.support.chart import assert_tool_passes, manifests, render, single_object
+from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.tools
 

@@ -24,9 +24,12 @@ import grpc
 import pytest
 import yaml
 
-from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import ROOT, free_port, require_tool, start_server_process, wait_for_port
-from tests.e2e.chart_support import NAMESPACE, RELEASE, manifests, render, single_object
+from payments_service import payments_pb2_grpc
+from tests.support.chart import NAMESPACE, RELEASE, manifests, render, single_object
+from tests.support.environment import ROOT, require_tool
+from tests.support.network import free_port, wait_for_port
+from tests.support.processes import start_server_process
+from tests.support.requests import valid_request
 
 pytestmark = pytest.mark.tools
 
@@ -111,9 +114,7 @@ def test_kind_prometheus_scrapes_the_pod_through_its_annotations(tmp_path: Path)
         wait_for_port(grpc_port, timeout=30)
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:  # as kind-smoke does
             payments_pb2_grpc.PaymentServiceStub(channel).RequestPayment(
-                payments_pb2.RequestPaymentRequest(
-                    amount_minor=1250, currency="USD", order_id="o-1", idempotency_key="smoke-0001"
-                ),
+                valid_request("smoke-0001", currency="USD", order_id="o-1"),
                 timeout=10,
             )
         wait_for_port(web_port, timeout=30)

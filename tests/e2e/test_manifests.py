@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, require_tool
-from tests.e2e.chart_support import (
+from tests.e2e.test_chart import KUBE_VERSIONS
+from tests.support.chart import (
     CHART,
     KIND_VALUES,
     NAMESPACE,
@@ -25,7 +25,7 @@ from tests.e2e.chart_support import (
     manifests,
     render,
 )
-from tests.e2e.test_chart import KUBE_VERSIONS
+from tests.support.environment import ROOT, require_tool
 
 pytestmark = pytest.mark.tools
 

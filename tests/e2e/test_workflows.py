@@ -7,8 +7,8 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.e2e.chart_support import assert_tool_passes
+from tests.support.chart import assert_tool_passes
+from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.tools
 

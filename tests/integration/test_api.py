@@ -18,21 +18,19 @@ from payments_service import payments_pb2
 from payments_service.domain.payment import Payment
 from payments_service.payments_pb2_grpc import PaymentServiceStub
 from payments_service.storage import InMemoryPaymentRepository
-from tests.conftest import RunningServer
+from tests.support.requests import valid_request
+from tests.support.servers import RunningServer
 
 PENDING = payments_pb2.PAYMENT_STATUS_PENDING
 
 
 def payment_request(**changes: Any) -> payments_pb2.RequestPaymentRequest:
     values: dict[str, Any] = {
-        "amount_minor": 1250,
         "currency": "USD",
         "order_id": "order-123",
-        "idempotency_key": f"key-{uuid.uuid4()}",
         "metadata": {"user_id": "user-789"},
     }
-    values.update(changes)
-    return payments_pb2.RequestPaymentRequest(**values)
+    return valid_request(**{**values, **changes})
 
 
 def error_details(error: grpc.RpcError) -> dict[str, Any]:
@@ -51,7 +49,7 @@ def error_details(error: grpc.RpcError) -> dict[str, Any]:
 
 def test_request_payment_creates_a_pending_payment(stub: PaymentServiceStub) -> None:
     response = stub.RequestPayment(payment_request())
-    assert uuid.UUID(response.payment_id)
+    assert str(uuid.UUID(response.payment_id)) == response.payment_id
     assert response.status == PENDING
     assert response.message == "Payment created"
 

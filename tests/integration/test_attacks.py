@@ -23,15 +23,15 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from tests.conftest import require
-from tests.integration.hardening_support import valid_request
 from tests.support import clients
+from tests.support.environment import require
 from tests.support.h2_attacker import (
     Connection,
     connect,
     connected,
     idle_connections,
 )
+from tests.support.requests import valid_request
 from tests.support.server_process import ServerProcess, running_server
 
 # -- The contract: every threshold the tests assert ------------------------------------

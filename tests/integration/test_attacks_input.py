@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
-from tests.integration.hardening_support import valid_request
 from tests.support.h2_attacker import ENHANCE_YOUR_CALM, connected, grpc_message, unary_call
+from tests.support.requests import valid_request
 from tests.support.server_process import ServerProcess, running_server
 
 # -- The contract: every threshold the tests assert ------------------------------------

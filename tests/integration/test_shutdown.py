@@ -36,9 +36,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import ROOT, free_port, require
-from tests.integration.server_process import ServerProcess, new_payment
-from tests.postgres_support import TcpProxy, port_of, rows, wait_until_ready
+from tests.support.environment import ROOT, require
+from tests.support.network import free_port
+from tests.support.postgres import port_of, rows
+from tests.support.processes import CapturedServer, wait_until_ready
+from tests.support.proxy import TcpProxy
+from tests.support.requests import valid_request
 
 pytestmark = pytest.mark.postgres
 
@@ -99,7 +102,7 @@ class GrpcioClient:
     def _send(self, name: str, index: int, sent: float = 0.0) -> tuple[float, float, Any]:
         started = time.monotonic()
         future = self._stubs[index % len(self._stubs)].RequestPayment.future(
-            new_payment(f"grpcio-{name}-{index}"), timeout=CALL_DEADLINE_SECONDS
+            valid_request(), timeout=CALL_DEADLINE_SECONDS
         )
         future.add_done_callback(lambda f: self._ended.setdefault(id(f), time.monotonic()))
         return sent, started, future
@@ -250,7 +253,7 @@ def node_setup(tmp_path_factory: pytest.TempPathFactory) -> NodeSetup:
 
 @dataclass
 class PausedServer:
-    server: ServerProcess
+    server: CapturedServer
     port: int
     proxy: TcpProxy
     database_url: str
@@ -268,7 +271,7 @@ def paused_server(database_url: str) -> Iterator[PausedServer]:
         "STORAGE_BACKEND": "postgres",
         "DATABASE_URL": make_conninfo(database_url, host="127.0.0.1", port=proxy.port),
     }
-    with ServerProcess(env) as server:
+    with CapturedServer(env) as server:
         try:
             wait_until_ready(port)
         except TimeoutError:

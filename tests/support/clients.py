@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from tests.integration.hardening_support import valid_request
+from tests.support.requests import valid_request
 
 LOOPBACK = "127.0.0.1"
 

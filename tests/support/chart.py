@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from payments_service.config import Settings, load_settings
-from tests.conftest import ROOT, require, require_tool
+from tests.support.environment import ROOT, require, require_tool
 
 CHART = ROOT / "helm" / "payments-service"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -102,7 +102,7 @@ def assert_tool_passes(tool: str, *args: str) -> None:
 
 def mount_tls_secret(directory: Path) -> None:
     """What the kubelet mounts from a kubernetes.io/tls Secret with ca.crt (mutual TLS)."""
-    from tests.integration.certificates import CertificateAuthority
+    from tests.support.certificates import CertificateAuthority
 
     authority = CertificateAuthority(directory)
     server = authority.issue("server", server=True)

@@ -1,27 +1,26 @@
-"""Helpers shared by the hardening tests (limits, TLS, fuzz, faults, security)."""
+"""The real in-memory store with a fault of the test's choosing: failing for some keys,
+or holding every insert until the test lets it through."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
-from typing import Any
 
-from payments_service import payments_pb2
+from payments_service.domain.errors import StoreUnavailableError
 from payments_service.domain.payment import Payment
 from payments_service.storage import InMemoryPaymentRepository
 
 
-def valid_request(key: str | None = None, **changes: Any) -> payments_pb2.RequestPaymentRequest:
-    """A RequestPaymentRequest that passes validation, with a fresh key unless given."""
-    values: dict[str, Any] = {
-        "amount_minor": 1250,
-        "currency": "EUR",
-        "order_id": "order-hardening",
-        "idempotency_key": key or f"key-{uuid.uuid4()}",
-    }
-    values.update(changes)
-    return payments_pb2.RequestPaymentRequest(**values)
+class FaultyRepository(InMemoryPaymentRepository):
+    """The in-memory store, failing on purpose for idempotency keys with a fault prefix:
+    ``crash-`` raises an unexpected error (a bug), ``down-`` says the store is unavailable."""
+
+    async def add_if_absent(self, payment: Payment) -> Payment:
+        if payment.idempotency_key.startswith("crash-"):
+            raise RuntimeError("simulated bug")
+        if payment.idempotency_key.startswith("down-"):
+            raise StoreUnavailableError()
+        return await super().add_if_absent(payment)
 
 
 class GatedRepository(InMemoryPaymentRepository):

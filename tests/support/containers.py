@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import ROOT, require, require_tool
+from tests.support.environment import ROOT, require, require_tool
 
 LABEL = "payments-service-test"
 CI_CONTAINERS_CONF = ROOT / "build" / "containers.conf"
