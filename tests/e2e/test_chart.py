@@ -17,6 +17,7 @@ from payments_service.config import Settings
 from tests.support.chart import (
     CHART,
     KIND_VALUES,
+    KUBE_VERSIONS,
     SCENARIOS,
     container_env,
     deep_merge,
@@ -33,10 +34,6 @@ from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.tools
 
-#: Kubernetes versions the rendered objects must validate against: every version from the
-#: oldest the chart supports (Chart.yaml kubeVersion) to 1.33, the kind node's (k8s/kind/
-#: cluster.yaml) and the newest kubernetes-validate ships.
-KUBE_VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.35.0", "1.37.0")
 #: Custom resources (Prometheus Operator, Gateway API): no built-in schema to validate against.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "GRPCRoute"}
 

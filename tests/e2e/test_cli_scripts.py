@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_compose import compose
-from tests.e2e.test_dockerfile import values_of
 from tests.support.chart import manifests, mount_tls_secret, objects_of, render
+from tests.support.compose import compose
+from tests.support.dockerfile import values_of
 from tests.support.environment import ROOT, require_tool
 from tests.support.network import free_port
 from tests.support.servers import RunningServer, ServerFactory, make_settings

@@ -12,27 +12,10 @@ import tomllib
 import pytest
 
 from tests.support.chart import assert_tool_passes, manifests, render, single_object
+from tests.support.dockerfile import DOCKERFILE, instructions, values_of
 from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.tools
-
-DOCKERFILE = ROOT / "Dockerfile"
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    result = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            keyword, _, rest = stripped.partition(" ")
-            result.append((keyword.upper(), rest.strip()))
-    return result
-
-
-def values_of(keyword: str) -> list[str]:
-    return [rest for key, rest in instructions() if key == keyword]
 
 
 def test_hadolint_passes() -> None:

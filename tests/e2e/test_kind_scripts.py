@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_kind_prometheus import discovered_target, kind_prometheus_config
 from tests.support.chart import CHART, manifests, render, single_object
 from tests.support.environment import ROOT, require_tool
+from tests.support.kind_prometheus import discovered_target, kind_prometheus_config
 from tests.support.network import free_port, wait_for_port
 from tests.support.servers import RunningServer, ServerFactory, make_settings
 

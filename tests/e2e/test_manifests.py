@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_chart import KUBE_VERSIONS
 from tests.support.chart import (
     CHART,
     KIND_VALUES,
+    KUBE_VERSIONS,
     NAMESPACE,
     SCENARIOS,
     assert_tool_passes,

@@ -15,6 +15,10 @@ from tests.support.environment import ROOT, require, require_tool
 CHART = ROOT / "helm" / "payments-service"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 KIND_VALUES = sorted((ROOT / "k8s" / "kind").glob("values*.yaml"))
+#: Kubernetes versions the rendered objects must validate against: every version from the
+#: oldest the chart supports (Chart.yaml kubeVersion) to 1.33, the kind node's (k8s/kind/
+#: cluster.yaml) and the newest kubernetes-validate ships.
+KUBE_VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.35.0", "1.37.0")
 RELEASE = "payments-service"
 NAMESPACE = "payments"
 #: The chart has no default image (there is no public one): every render names one.

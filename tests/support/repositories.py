@@ -1,14 +1,47 @@
-"""The real in-memory store with a fault of the test's choosing: failing for some keys,
-or holding every insert until the test lets it through."""
+"""Stores for tests: every implementation, empty (for the contract suite), and the real
+in-memory store with a fault of the test's choosing: failing for some keys, or holding
+every insert until the test lets it through."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from payments_service.domain.errors import StoreUnavailableError
 from payments_service.domain.payment import Payment
-from payments_service.storage import InMemoryPaymentRepository
+from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
+from payments_service.storage.postgres import PostgresPaymentRepository
+from tests.support.postgres import fresh_database
+
+RepositoryFactory = Callable[[], Awaitable[PaymentRepository]]
+
+
+async def _memory() -> AsyncIterator[RepositoryFactory]:
+    async def make() -> PaymentRepository:
+        return InMemoryPaymentRepository()
+
+    yield make
+
+
+async def _postgres() -> AsyncIterator[RepositoryFactory]:
+    # A database of its own per test, migrated, dropped afterwards (see tests/support/postgres.py).
+    with fresh_database() as url:
+
+        async def make() -> PaymentRepository:
+            return await PostgresPaymentRepository.open(
+                url, min_size=1, max_size=16, timeout_seconds=5
+            )
+
+        yield make
+
+
+#: Implementation name -> an async generator yielding a factory of empty repositories
+#: (the contract tests' ``repository_factory`` fixture runs once per entry).
+IMPLEMENTATIONS: dict[str, Callable[[], AsyncIterator[RepositoryFactory]]] = {
+    "memory": _memory,
+    "postgres": _postgres,
+}
 
 
 class FaultyRepository(InMemoryPaymentRepository):
