@@ -35,7 +35,7 @@ _QUIET = {"LOG_LEVEL": "WARNING", "METRICS_PORT": "0", "OTEL_SDK_DISABLED": "tru
 _NO_SPAN_DROPPED = {"OTEL_BSP_MAX_QUEUE_SIZE": "16384"}
 
 
-def _metrics_port(stack: ExitStack) -> dict[str, str]:
+def _metrics_port(_stack: ExitStack) -> dict[str, str]:
     """The defaults serve /metrics on 9464, which another process may hold: a free port."""
     return {"METRICS_PORT": str(free_port())}
 

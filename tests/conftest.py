@@ -16,10 +16,9 @@ from payments_service.config import Settings
 from tests.support.servers import LoopThread, RunningServer, ServerFactory, start_server
 
 
-def pytest_asyncio_loop_factories(
-    config: pytest.Config, item: pytest.Item
-) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """async tests (pytest-asyncio) run on uvloop, as the service does."""
+def pytest_asyncio_loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """async tests (pytest-asyncio) run on uvloop, as the service does (a hook may leave
+    out the arguments it does not use: config and item here)."""
     return {"uvloop": uvloop.new_event_loop}
 
 

@@ -329,7 +329,8 @@ def assert_graceful_stop(podman: Podman, container: str, stop: list[str], budget
     logs = podman.run("logs", container)
     output = logs.stdout + logs.stderr
     positions = [output.find(line) for line in SHUTDOWN_LINES]
-    assert -1 not in positions and positions == sorted(positions), output[-2000:]
+    assert -1 not in positions, output[-2000:]
+    assert positions == sorted(positions), output[-2000:]
     return elapsed
 
 
@@ -472,12 +473,14 @@ def test_the_charts_deployment_under_podman_kube_play(
         assert health(target, service, timeout=probe["timeoutSeconds"]) == "SERVING", name
     report(request, "kube play: startup, liveness and readiness probes answer SERVING")
 
-    assert context["runAsNonRoot"] is True and context["runAsUser"] != 0
+    assert context["runAsNonRoot"] is True
+    assert context["runAsUser"] != 0
     assert_no_privileges(
         proc_status(podman, pod.container), context["runAsUser"], context["runAsGroup"]
     )
     status = proc_status(podman, pod.container)
-    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+    assert status["NoNewPrivs"] == "1"
+    assert status["Seccomp"] == "2"
     assert context["readOnlyRootFilesystem"] is True
     assert_read_only_root(podman, pod.container)
     (inspect,) = podman.json("container", "inspect", pod.container)
@@ -579,7 +582,8 @@ services:
             time.sleep(0.2)
         (inspect,) = podman.json("container", "inspect", service)
         host = inspect["HostConfig"]
-        assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+        assert host["ReadonlyRootfs"] is True
+        assert "/tmp" in host["Tmpfs"]
         assert "no-new-privileges" in " ".join(host["SecurityOpt"])
         assert_no_privileges(proc_status(podman, service), *USER)
 

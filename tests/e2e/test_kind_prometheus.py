@@ -93,7 +93,8 @@ def test_kind_prometheus_scrapes_the_pod_through_its_annotations(tmp_path: Path)
         (up,) = query(base, f'up{{namespace="{NAMESPACE}"}}')
         # The address was rewritten from the gRPC port to prometheus.io/port.
         assert up["metric"]["instance"] == f"127.0.0.1:{metrics_port}"
-        assert up["metric"]["pod"] == POD_NAME and up["value"][1] == "1"
+        assert up["metric"]["pod"] == POD_NAME
+        assert up["value"][1] == "1"
         assert up["metric"]["app_kubernetes_io_name"] == "payments-service"
         # The job is the app name label (what the dashboard's job variable lists).
         assert up["metric"]["job"] == "payments-service"

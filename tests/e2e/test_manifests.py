@@ -160,7 +160,8 @@ def test_dev_postgres_secret_feeds_the_postgres_values() -> None:
     secret = find(objects, "Secret", postgres_values["existingSecret"])
     url = secret["stringData"][postgres_values["secretKey"]]
     service = find(objects, "Service", "postgres")
-    assert url.startswith("postgresql://") and f"@postgres.{NAMESPACE}.svc:5432/" in url
+    assert url.startswith("postgresql://")
+    assert f"@postgres.{NAMESPACE}.svc:5432/" in url
     assert {p["port"] for p in service["spec"]["ports"]} == {5432}
     pod = find(objects, "StatefulSet", "postgres")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True  # the namespace enforces restricted

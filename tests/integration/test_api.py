@@ -212,7 +212,7 @@ def test_concurrent_identical_requests_make_exactly_one_payment(
 class _ExplodingRepository(InMemoryPaymentRepository):
     """A store with a bug: stands in for any unexpected exception inside a handler."""
 
-    async def add_if_absent(self, payment: Payment) -> Payment:
+    async def add_if_absent(self, _payment: Payment) -> Payment:
         raise RuntimeError("boom: secret-internal-detail")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import urllib.request
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -61,9 +60,9 @@ def _calls(stub: payments_pb2_grpc.PaymentServiceStub, errors: list[str]) -> Non
 
 
 @pytest.fixture
-def url_with_password(database_url: str) -> Iterator[str]:
+def url_with_password(database_url: str) -> str:
     """The test database's URL with a password in it (trust auth ignores it)."""
-    yield make_conninfo(database_url, password=DATABASE_SECRET)
+    return make_conninfo(database_url, password=DATABASE_SECRET)
 
 
 def test_markers_appear_in_no_log_span_metric_or_error_message(url_with_password: str) -> None:
@@ -97,7 +96,10 @@ def test_markers_appear_in_no_log_span_metric_or_error_message(url_with_password
         spans = "\n".join(str(span.span) for span in receiver.spans())
 
     assert process.returncode == 0, logs
-    assert len(errors) == 6 and spans and metrics and logs  # every output was produced
+    assert len(errors) == 6
+    assert spans
+    assert metrics
+    assert logs
     assert conninfo_to_dict(url_with_password)["password"] == DATABASE_SECRET
     outputs = {"logs": logs, "spans": spans, "metrics": metrics, "errors": "\n".join(errors)}
     leaks = {

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,7 +103,8 @@ class GrpcioClient:
     def _send(self, name: str, index: int, sent: float = 0.0) -> tuple[float, float, Any]:
         started = time.monotonic()
         future = self._stubs[index % len(self._stubs)].RequestPayment.future(
-            valid_request(), timeout=CALL_DEADLINE_SECONDS
+            valid_request(f"grpcio-{name}-{index}-{uuid.uuid4().hex}"),
+            timeout=CALL_DEADLINE_SECONDS,
         )
         future.add_done_callback(lambda f: self._ended.setdefault(id(f), time.monotonic()))
         return sent, started, future
@@ -218,7 +220,8 @@ def node_setup(tmp_path_factory: pytest.TempPathFactory) -> NodeSetup:
     """Node with the locked packages of tests/interop/node (``npm ci`` when missing)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     require(node is not None and npm is not None, "node and npm are not installed")
-    assert node is not None and npm is not None
+    assert node is not None
+    assert npm is not None
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
     major = int(version.stdout.strip().lstrip("v").split(".")[0])
     require(major >= NODE_MAJOR_VERSION, f"Node {NODE_MAJOR_VERSION}+ is needed, not {major}")

@@ -81,7 +81,7 @@ def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
 
 
 def test_probes_pass_on_the_plaintext_health_port_which_serves_nothing_else(
-    server_factory: ServerFactory, authority: CertificateAuthority, server_certificate: Issued
+    server_factory: ServerFactory, server_certificate: Issued
 ) -> None:
     app = start_tls_server(server_factory, server_certificate, health_port=free_port())
     assert app.health_port is not None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -48,7 +47,7 @@ def _request(
 
 
 @pytest.fixture(scope="module")
-def scenario() -> Iterator[Scenario]:
+def scenario() -> Scenario:
     log_stream = io.StringIO()
     handler = logging.StreamHandler(log_stream)
     handler.setFormatter(JsonFormatter())
@@ -96,7 +95,7 @@ def scenario() -> Iterator[Scenario]:
         access.removeHandler(handler)
         access.setLevel(previous_level)
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
-    yield Scenario(spans=spans, codes=codes, log_lines=lines)
+    return Scenario(spans=spans, codes=codes, log_lines=lines)
 
 
 def _server_spans(scenario: Scenario) -> list[ReceivedSpan]:

@@ -313,5 +313,6 @@ def assert_no_privileges(status: dict[str, str], uid: int, gid: int) -> None:
 def assert_read_only_root(podman: Podman, container: str) -> None:
     """Writing to the image's files fails; /tmp takes a file."""
     probe = podman.run("exec", container, "touch", "/opt/venv/probe", check=False)
-    assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe.stderr
+    assert probe.returncode != 0, probe.stderr
+    assert "Read-only file system" in probe.stderr, probe.stderr
     podman.exec(container, "sh", "-c", "echo probe > /tmp/probe && rm /tmp/probe")

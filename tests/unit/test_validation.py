@@ -33,9 +33,11 @@ def violations(**changes: object) -> list[tuple[str, str]]:
     try:
         validate_payment_request(PaymentRequest(**{**VALID, **changes}))  # type: ignore[arg-type]
     except ValidationError as error:
-        assert error.violations, "a ValidationError always names a violation"
-        return [(v.field, v.description) for v in error.violations]
-    return []
+        found = error.violations
+    else:
+        return []
+    assert found, "a ValidationError always names a violation"
+    return [(v.field, v.description) for v in found]
 
 
 def fields(**changes: object) -> list[str]:
