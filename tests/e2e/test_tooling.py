@@ -1,20 +1,24 @@
-"""The development tools are the locked ones.
+"""The development tools are the locked ones, and the commit hooks check what CI checks.
 
 requirements/dev.txt pins (with hashes) the service's dependencies at the versions the image
 ships (but one, named below) and every development tool; `make install` installs exactly
-that, so the tests run on what CI and the image use.
+that, so the tests run on what CI and the image use. .pre-commit-config.yaml runs the same
+ruff and mypy as `make lint typecheck`.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from importlib import metadata
+from pathlib import Path
 
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.support.environment import ROOT
+from tests.support.environment import ROOT, require_tool
 
 REQUIREMENTS = ROOT / "requirements"
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)", re.MULTILINE)
@@ -73,3 +77,36 @@ def test_make_install_installs_the_dev_lock_with_hashes() -> None:
     assert "--require-hashes --requirement requirements/dev.txt" in recipe
     assert "--no-deps" in recipe  # the service itself adds nothing unlocked
     assert '".[dev]"' not in recipe
+
+
+def _hooks() -> dict[str, dict[str, object]]:
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    return {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
+
+
+def test_the_pre_commit_config_is_valid() -> None:
+    pre_commit = require_tool("pre-commit")
+    result = subprocess.run(
+        [pre_commit, "validate-config", ".pre-commit-config.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_hooks_run_the_linters_of_make_lint_and_typecheck() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    (lint_dirs,) = set(re.findall(r"\$\(BIN\)/ruff (?:check|format --check) ([\w ]+)\n", makefile))
+    hooks = _hooks()
+    assert set(hooks) == {"ruff-check", "ruff-format", "mypy"}
+    for hook_id, command in (("ruff-check", "ruff check"), ("ruff-format", "ruff format --check")):
+        hook = hooks[hook_id]
+        assert str(hook["entry"]).startswith(f".venv/bin/{command}"), hook
+        assert hook["files"] == f"^({'|'.join(lint_dirs.split())})/", hook
+    assert "\t$(BIN)/mypy\n" in makefile  # make typecheck: mypy with pyproject.toml's settings
+    assert hooks["mypy"]["entry"] == ".venv/bin/mypy"
+    assert hooks["mypy"]["pass_filenames"] is False  # the configured files, not the staged
+    for hook in hooks.values():
+        assert Path(ROOT / str(hook["entry"]).split()[0]).parent == ROOT / ".venv" / "bin"
