@@ -105,7 +105,7 @@ format: $(STAMP) ## Format the code and apply safe lint fixes
 	$(BIN)/ruff format app tests bench k8s
 	$(BIN)/ruff check --fix app tests bench k8s
 
-typecheck: $(STAMP) ## Type-check the package with mypy --strict
+typecheck: $(STAMP) ## Type-check the package, the tests and the benchmarks with mypy --strict
 	$(BIN)/mypy
 
 bench: $(STAMP) ## Measure calls/s and latency against a bare grpcio server (prints figures)

@@ -256,14 +256,14 @@ def port_is_free(timeout: float = 30.0) -> bool:
 
 def _create_database(block: Block) -> None:
     from psycopg import OperationalError, connect, sql
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     match = re.search(r"postgresql://\S+", block.text)
     assert match, f"{block.id}: postgres, but no postgresql:// URL in the block"
-    target = conninfo_to_dict(match[0])
-    name = str(target.pop("dbname"))
+    name = str(conninfo_to_dict(match[0])["dbname"])
+    server = make_conninfo(match[0], dbname="postgres")
     try:
-        with connect(**target, dbname="postgres", autocommit=True, connect_timeout=5) as db:
+        with connect(server, autocommit=True, connect_timeout=5) as db:
             exists = db.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
             if not exists:
                 db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -459,7 +459,7 @@ def sample_value(name: str) -> Any:
 def same_setting(rendered: Any, expected: Any) -> bool:
     """Equal as the service reads them: "6" is 6.0, "true" is True."""
     if isinstance(expected, bool):
-        return rendered == str(expected).lower()
+        return bool(rendered == str(expected).lower())
     if isinstance(expected, int | float):
         return isinstance(rendered, str) and float(rendered) == float(expected)
     return bool(rendered == expected)

@@ -47,6 +47,7 @@ def server_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
         for c in single_object(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
         if c["name"] == "payments-service"
     ]
+    assert isinstance(container, dict)
     return container
 
 

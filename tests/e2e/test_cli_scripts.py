@@ -83,7 +83,7 @@ def test_helm_test_pod_script_fails_when_the_store_does_not_answer() -> None:
     assert result.returncode != 0
 
 
-NOTES_MODES = {
+NOTES_MODES: dict[str, dict[str, Any]] = {
     "plaintext": {},
     "reflection-off": {"config": {"reflectionEnabled": False}},
     "tls": {"tls": {"enabled": True, "secretName": "tls"}},

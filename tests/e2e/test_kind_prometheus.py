@@ -39,7 +39,7 @@ def smoke_query() -> str:
     """The PromQL that kind-smoke runs, with its variables filled in."""
     script = (ROOT / "k8s" / "kind" / "smoke.sh").read_text()
     (query,) = re.findall(r'^query="(.*)"$', script, flags=re.MULTILINE)
-    query = query.replace('\\"', '"').replace("$namespace", NAMESPACE)
+    query = str(query).replace('\\"', '"').replace("$namespace", NAMESPACE)
     return query.replace("$release", RELEASE)
 
 

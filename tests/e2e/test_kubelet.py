@@ -102,7 +102,7 @@ class Load:
                 self._stub.RequestPayment(request, timeout=10)
                 code = "OK"
             except grpc.RpcError as error:
-                code = error.code().name  # type: ignore[attr-defined]
+                code = error.code().name
             with self._lock:
                 self.codes[code] += 1
 

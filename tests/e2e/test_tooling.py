@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name
 
 from tests.support.environment import ROOT, require_tool
 
@@ -24,7 +24,7 @@ REQUIREMENTS = ROOT / "requirements"
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)", re.MULTILINE)
 
 
-def _pins(lock: str) -> dict[str, str]:
+def _pins(lock: str) -> dict[NormalizedName, str]:
     text = (REQUIREMENTS / lock).read_text()
     pins = {canonicalize_name(name): version for name, version in PIN.findall(text)}
     assert pins, lock

@@ -28,7 +28,7 @@ def test_actionlint_passes() -> None:
 
 def test_workflows_run_make_targets_that_exist() -> None:
     targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
-    used = set()
+    used: set[str] = set()
     for path in WORKFLOWS.glob("*.yml"):
         for step in _steps(path.name):
             for match in re.finditer(r"\bmake ((?:[a-z][a-z-]* ?)+)", step.get("run", "")):

@@ -35,6 +35,7 @@ def payment_request(**changes: Any) -> payments_pb2.RequestPaymentRequest:
 
 def error_details(error: grpc.RpcError) -> dict[str, Any]:
     """ErrorInfo and BadRequest unpacked from a failed call's google.rpc.Status."""
+    assert isinstance(error, grpc.Call)  # grpcio's errors are the failed call too
     status = rpc_status.from_call(error)
     assert status is not None, "the error carries no google.rpc.Status details"
     found: dict[str, Any] = {}
@@ -127,7 +128,7 @@ def test_invalid_request_lists_every_field_violation(
         )
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "amount_minor" in error.details()
+    assert "amount_minor" in (error.details() or "")
     details = error_details(error)
     assert details["ErrorInfo"].reason == "INVALID_REQUEST"
     assert details["ErrorInfo"].domain == "payments.v1"
@@ -150,7 +151,7 @@ def test_unknown_payment_is_not_found(stub: PaymentServiceStub) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetPayment(payments_pb2.GetPaymentRequest(payment_id=missing))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert missing in caught.value.details()
+    assert missing in (caught.value.details() or "")
     assert error_details(caught.value)["ErrorInfo"].reason == "PAYMENT_NOT_FOUND"
 
 
@@ -228,5 +229,7 @@ def test_unexpected_errors_are_internal_with_a_generic_message(
         ):
             stub.RequestPayment(payment_request())
     assert caught.value.code() == grpc.StatusCode.INTERNAL
-    assert "secret-internal-detail" not in caught.value.details()
+    details = caught.value.details()
+    assert details is not None
+    assert "secret-internal-detail" not in details
     assert "secret-internal-detail" in caplog.text

@@ -106,7 +106,11 @@ class GrpcioClient:
             valid_request(f"grpcio-{name}-{index}-{uuid.uuid4().hex}"),
             timeout=CALL_DEADLINE_SECONDS,
         )
-        future.add_done_callback(lambda f: self._ended.setdefault(id(f), time.monotonic()))
+
+        def ended(done: grpc.Future[Any]) -> None:
+            self._ended.setdefault(id(done), time.monotonic())
+
+        future.add_done_callback(ended)
         return sent, started, future
 
     def send_in_flight(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -66,7 +67,7 @@ def scenario() -> Scenario:
                 grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel,
             ):
                 stub = payments_pb2_grpc.PaymentServiceStub(channel)
-                calls = {
+                calls: dict[str, Callable[[], object]] = {
                     "created": lambda: stub.RequestPayment(
                         _request("key-00000001"),
                         metadata=(("traceparent", f"00-{PARENT_TRACE_ID}-{PARENT_SPAN_ID}-01"),),

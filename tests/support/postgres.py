@@ -12,6 +12,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -52,7 +53,7 @@ def fresh_database(*, migrate: bool = True) -> Iterator[str]:
     admin_url = require_postgres()
     name = f"payments_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     url = with_database(admin_url, name)
     try:
         if migrate:
@@ -60,7 +61,7 @@ def fresh_database(*, migrate: bool = True) -> Iterator[str]:
         yield url
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def port_of(url: str) -> tuple[str, int]:
@@ -94,7 +95,7 @@ def start_replica(url: str, **extra: str) -> tuple[subprocess.Popen[str], int]:
     return process, port
 
 
-def rows(url: str, query: str, *params: object) -> list[tuple[object, ...]]:
-    """Run a read-only query directly against the database."""
+def rows(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """Run a read-only query directly against the database (values as psycopg gives them)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()

@@ -9,6 +9,7 @@ characters).
 
 from __future__ import annotations
 
+import io
 import os
 import resource
 import signal
@@ -16,11 +17,12 @@ import subprocess
 import sys
 import threading
 import time
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from payments_service.transport.servicer import SERVICE_NAME as SERVICE
+from payments_service.transport.servicer import SERVICE_NAME
 from tests.support.environment import ROOT
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -61,6 +63,10 @@ def wait_until_ready(port: int, timeout: float = 20.0) -> None:
     wait_for_health(port, SERVING, timeout)
 
 
+#: The service whose health the API's readiness is (grpc.health.v1).
+SERVICE = SERVICE_NAME
+
+
 def wait_for_health(port: int, status: int, timeout: float, service: str = SERVICE) -> None:
     deadline = time.monotonic() + timeout
     last: object = None
@@ -96,7 +102,9 @@ class CapturedServer:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        raw = self.process.stdout.buffer  # the bytes under the text wrapper
+        # The bytes under the text wrapper (Popen's text=True: an io.TextIOWrapper over a
+        # BufferedReader).
+        raw = cast(io.BufferedReader, cast(io.TextIOWrapper, self.process.stdout).buffer)
         while chunk := raw.read1(65536):
             self._chunks.append(chunk)
 

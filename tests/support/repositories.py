@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from payments_service.domain.errors import StoreUnavailableError
 from payments_service.domain.payment import Payment
@@ -17,14 +17,14 @@ from tests.support.postgres import fresh_database
 RepositoryFactory = Callable[[], Awaitable[PaymentRepository]]
 
 
-async def _memory() -> AsyncIterator[RepositoryFactory]:
+async def _memory() -> AsyncGenerator[RepositoryFactory, None]:
     async def make() -> PaymentRepository:
         return InMemoryPaymentRepository()
 
     yield make
 
 
-async def _postgres() -> AsyncIterator[RepositoryFactory]:
+async def _postgres() -> AsyncGenerator[RepositoryFactory, None]:
     # A database of its own per test, migrated, dropped afterwards (see tests/support/postgres.py).
     with fresh_database() as url:
 
@@ -38,7 +38,7 @@ async def _postgres() -> AsyncIterator[RepositoryFactory]:
 
 #: Implementation name -> an async generator yielding a factory of empty repositories
 #: (the contract tests' ``repository_factory`` fixture runs once per entry).
-IMPLEMENTATIONS: dict[str, Callable[[], AsyncIterator[RepositoryFactory]]] = {
+IMPLEMENTATIONS: dict[str, Callable[[], AsyncGenerator[RepositoryFactory, None]]] = {
     "memory": _memory,
     "postgres": _postgres,
 }

@@ -147,10 +147,11 @@ def test_counts_in_messages_read_as_english() -> None:
     ]
     assert violations(metadata=two)[0][1].endswith("(2 entries break this)")
     messages = {}
-    for name, changes in {
+    cases: dict[str, dict[str, object]] = {
         "one": {"currency": "usd"},
         "two": {"currency": "", "amount_minor": 0},
-    }.items():
+    }
+    for name, changes in cases.items():
         with pytest.raises(ValidationError) as caught:
             validate_payment_request(PaymentRequest(**{**VALID, **changes}))  # type: ignore[arg-type]
         messages[name] = str(caught.value)
