@@ -196,7 +196,11 @@ def _server(log_format: str, with_otlp: bool) -> Iterator[tuple[CapturedServer, 
         if with_otlp:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver_port}"
         with CapturedServer(env) as server:
-            wait_for_port(port)
+            try:  # a start slowed by a busy machine is not what this test is about
+                wait_for_port(port, timeout=30)
+            except TimeoutError as error:
+                exited = server.process.poll()
+                raise TimeoutError(f"{error} (exit status {exited}):\n{server.output()}") from None
             yield server, port
 
 
