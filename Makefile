@@ -16,13 +16,18 @@ help: ## List the targets
 	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} \
 		/^[a-zA-Z0-9_-]+:.*## / {printf "  %s%-18s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+# The locked versions, checked against their hashes (requirements/dev.txt: the service's
+# dependencies at requirements/runtime.txt's versions and every development tool), then the
+# service itself from the working tree, editable and without resolving again (pip builds it
+# with the setuptools pyproject.toml asks for, as the image's build does from build.txt).
+$(STAMP): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --require-hashes --requirement requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
 	@touch $@
 
-install: $(STAMP) ## Create .venv and install the service with its development tools
+install: $(STAMP) ## Create .venv and install the service with its development tools (locked versions)
 
 shell: $(STAMP) ## Open a shell with .venv/bin first on PATH (python, payments-service, grpcurl, pytest); exit leaves it
 	@echo "make shell: $(CURDIR)/$(BIN) is first on PATH; exit (or Ctrl+D) leaves this shell"
@@ -100,7 +105,7 @@ format: $(STAMP) ## Format the code and apply safe lint fixes
 	$(BIN)/ruff format app tests bench k8s
 	$(BIN)/ruff check --fix app tests bench k8s
 
-typecheck: $(STAMP) ## Type-check the package with mypy --strict
+typecheck: $(STAMP) ## Type-check the package, the tests and the benchmarks with mypy --strict
 	$(BIN)/mypy
 
 bench: $(STAMP) ## Measure calls/s and latency against a bare grpcio server (prints figures)
@@ -120,9 +125,14 @@ PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --all
 	--no-emit-index-url --no-emit-find-links
 .PHONY: lock docker-build docker-run docker-run-bg docker-stop manifests kind-up kind-smoke kind-down
 
+# dev.txt: the service's dependencies and the development tools (with build.in's setuptools
+# and wheel, which grpcio-tools and pip-tools need too). pip-compile keeps the versions a
+# lock file already pins, so the service's dependencies stay at runtime.txt's versions;
+# tests/e2e/test_tooling.py fails when they differ (but packaging, which checkov holds <24).
 lock: $(STAMP) ## Re-resolve requirements/*.txt (pinned, with hashes) from pyproject.toml
 	$(PIP_COMPILE) --output-file requirements/runtime.txt pyproject.toml
 	$(PIP_COMPILE) --output-file requirements/build.txt requirements/build.in
+	$(PIP_COMPILE) --extra dev --output-file requirements/dev.txt pyproject.toml requirements/build.in
 
 docker-build: ## Build the container image payments-service:<version> and :latest (needs Docker)
 	docker build --tag $(IMAGE) --tag payments-service:latest .

@@ -12,30 +12,19 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.load import Result, run_load
-from bench.targets import PYTHON, TARGETS, Target, free_port
+from bench.targets import PYTHON, TARGETS, Target
+from tests.support.network import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
 CLIENT_CPU = 1
-
-
-def _wait_for_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"server on port {port} did not start")
 
 
 @dataclass(frozen=True)
@@ -84,7 +73,7 @@ def start_target(
             process.kill()
 
     stack.callback(stop)
-    _wait_for_port(port, timeout)
+    wait_for_port(port, timeout)
     return Started(port, process.pid)
 
 

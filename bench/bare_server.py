@@ -17,17 +17,17 @@ from payments_service import payments_pb2, payments_pb2_grpc
 
 
 class BareServicer(payments_pb2_grpc.PaymentServiceServicer):
-    def RequestPayment(self, request, context):  # type: ignore[no-untyped-def]
+    def RequestPayment(self, _request, _context):  # type: ignore[no-untyped-def]
         return payments_pb2.RequestPaymentResponse(
             payment_id="550e8400-e29b-41d4-a716-446655440000",
             status=payments_pb2.PAYMENT_STATUS_PENDING,
             message="Payment created",
         )
 
-    def GetPayment(self, request, context):  # type: ignore[no-untyped-def]
+    def GetPayment(self, request, _context):  # type: ignore[no-untyped-def]
         return payments_pb2.Payment(payment_id=request.payment_id, amount_minor=1250)
 
-    def Health(self, request, context):  # type: ignore[no-untyped-def]
+    def Health(self, _request, _context):  # type: ignore[no-untyped-def]
         return payments_pb2.HealthResponse(status="SERVING")
 
 

@@ -6,12 +6,19 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
 from payments_service import payments_pb2, payments_pb2_grpc
+
+if TYPE_CHECKING:  # a stub on a grpc.aio channel, whose calls are awaited
+    from payments_service.payments_pb2_grpc import PaymentServiceAsyncStub as AsyncStub
+
+    #: One call of the load: made on the stub, awaited by the caller.
+    Call = Callable[[AsyncStub], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,12 @@ class Result:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def request_payment_factory() -> Callable[[payments_pb2_grpc.PaymentServiceStub], object]:
+def request_payment_factory() -> Call:
     """Calls RequestPayment with a unique key each time (every call creates a payment)."""
     prefix = uuid.uuid4().hex[:8]
     counter = itertools.count()
 
-    def call(stub: payments_pb2_grpc.PaymentServiceStub) -> object:
+    def call(stub: AsyncStub) -> Awaitable[object]:
         return stub.RequestPayment(
             payments_pb2.RequestPaymentRequest(
                 amount_minor=1250,
@@ -55,7 +62,7 @@ def request_payment_factory() -> Callable[[payments_pb2_grpc.PaymentServiceStub]
     return call
 
 
-async def _existing_payment(stub: payments_pb2_grpc.PaymentServiceStub) -> str:
+async def _existing_payment(stub: AsyncStub) -> str:
     response = await stub.RequestPayment(
         payments_pb2.RequestPaymentRequest(
             amount_minor=1250,
@@ -67,15 +74,13 @@ async def _existing_payment(stub: payments_pb2_grpc.PaymentServiceStub) -> str:
     return str(response.payment_id)
 
 
-async def _call_of(
-    method: str, stub: payments_pb2_grpc.PaymentServiceStub
-) -> Callable[[payments_pb2_grpc.PaymentServiceStub], object]:
+async def _call_of(method: str, stub: AsyncStub) -> Call:
     """What one call of ``method`` is: a new payment, or reading an existing one."""
     if method == "RequestPayment":
         return request_payment_factory()
     get = payments_pb2.GetPaymentRequest(payment_id=await _existing_payment(stub))
 
-    def call(stub: payments_pb2_grpc.PaymentServiceStub) -> object:
+    def call(stub: AsyncStub) -> Awaitable[object]:
         return stub.GetPayment(get)
 
     return call
@@ -93,7 +98,7 @@ async def run_calls(target: str, method: str, concurrency: int, calls: int) -> i
             nonlocal errors
             for _ in remaining:
                 try:
-                    await call(stub)  # type: ignore[misc]
+                    await call(stub)
                 except grpc.aio.AioRpcError:
                     errors += 1
 
@@ -123,7 +128,7 @@ async def run_load(
                 if began >= stop_at:
                     return
                 try:
-                    await call(stub)  # type: ignore[misc]
+                    await call(stub)
                     ok = True
                 except grpc.aio.AioRpcError:
                     ok = False

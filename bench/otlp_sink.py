@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from tests.otlp_receiver import running_receiver
+from tests.support.otlp_receiver import running_receiver
 
 
 def main() -> None:

@@ -6,20 +6,15 @@ PORT); ``prepare`` may start helpers (a receiver, a database) and return extra e
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-import psycopg
-from psycopg.conninfo import make_conninfo
-
-from payments_service.storage.migrate import apply_migrations
+from tests.support.network import free_port
+from tests.support.postgres import fresh_database
 
 
 @dataclass(frozen=True)
@@ -40,13 +35,7 @@ _QUIET = {"LOG_LEVEL": "WARNING", "METRICS_PORT": "0", "OTEL_SDK_DISABLED": "tru
 _NO_SPAN_DROPPED = {"OTEL_BSP_MAX_QUEUE_SIZE": "16384"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _metrics_port(stack: ExitStack) -> dict[str, str]:
+def _metrics_port(_stack: ExitStack) -> dict[str, str]:
     """The defaults serve /metrics on 9464, which another process may hold: a free port."""
     return {"METRICS_PORT": str(free_port())}
 
@@ -66,19 +55,7 @@ def _otlp_sink(stack: ExitStack) -> dict[str, str]:
 
 def _postgres_database(stack: ExitStack) -> dict[str, str]:
     """A fresh, migrated database on DATABASE_URL's server (default: the local one)."""
-    server = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
-    name = f"payments_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    stack.callback(drop)
-    url = make_conninfo(server, dbname=name)
-    apply_migrations(url)
-    return {"DATABASE_URL": url}
+    return {"DATABASE_URL": stack.enter_context(fresh_database())}
 
 
 TARGETS: dict[str, Target] = {

@@ -43,7 +43,7 @@ class PaymentObserver(Protocol):
 
 
 class _Unobserved:
-    def outcome(self, outcome: PaymentOutcome, request: PaymentRequest) -> None:
+    def outcome(self, _outcome: PaymentOutcome, _request: PaymentRequest) -> None:
         return None
 
 

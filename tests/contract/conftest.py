@@ -2,41 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
-from payments_service.storage import InMemoryPaymentRepository, PaymentRepository
-from payments_service.storage.postgres import PostgresPaymentRepository
-from tests.postgres_support import fresh_database
-
-RepositoryFactory = Callable[[], Awaitable[PaymentRepository]]
-
-
-async def _memory() -> AsyncIterator[RepositoryFactory]:
-    async def make() -> PaymentRepository:
-        return InMemoryPaymentRepository()
-
-    yield make
-
-
-async def _postgres() -> AsyncIterator[RepositoryFactory]:
-    # A database of its own per test, migrated, dropped afterwards (see postgres_support).
-    with fresh_database() as url:
-
-        async def make() -> PaymentRepository:
-            return await PostgresPaymentRepository.open(
-                url, min_size=1, max_size=16, timeout_seconds=5
-            )
-
-        yield make
-
-
-#: Implementation name -> an async generator yielding a factory of empty repositories.
-IMPLEMENTATIONS: dict[str, Callable[[], AsyncIterator[RepositoryFactory]]] = {
-    "memory": _memory,
-    "postgres": _postgres,
-}
+from payments_service.storage import PaymentRepository
+from tests.support.repositories import IMPLEMENTATIONS, RepositoryFactory
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))

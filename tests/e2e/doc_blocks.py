@@ -36,9 +36,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from payments_service import payments_pb2, payments_pb2_grpc
+from payments_service import payments_pb2_grpc
 from payments_service.config import Settings
-from tests.conftest import ROOT, require, require_tool
+from tests.support.environment import ROOT, require, require_tool
+from tests.support.requests import valid_request
 
 DOCUMENTS = (
     "README.md",
@@ -234,12 +235,7 @@ def create_payment() -> str:
     with grpc.insecure_channel(f"localhost:{PORT}") as channel:
         stub = payments_pb2_grpc.PaymentServiceStub(channel)
         answer = stub.RequestPayment(
-            payments_pb2.RequestPaymentRequest(
-                amount_minor=1250,
-                currency="USD",
-                order_id="doc-test-order",
-                idempotency_key="doc-test-payment-0001",
-            ),
+            valid_request("doc-test-payment-0001", currency="USD", order_id="doc-test-order"),
             timeout=10,
         )
         return str(answer.payment_id)
@@ -260,14 +256,14 @@ def port_is_free(timeout: float = 30.0) -> bool:
 
 def _create_database(block: Block) -> None:
     from psycopg import OperationalError, connect, sql
-    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     match = re.search(r"postgresql://\S+", block.text)
     assert match, f"{block.id}: postgres, but no postgresql:// URL in the block"
-    target = conninfo_to_dict(match[0])
-    name = str(target.pop("dbname"))
+    name = str(conninfo_to_dict(match[0])["dbname"])
+    server = make_conninfo(match[0], dbname="postgres")
     try:
-        with connect(**target, dbname="postgres", autocommit=True, connect_timeout=5) as db:
+        with connect(server, autocommit=True, connect_timeout=5) as db:
             exists = db.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
             if not exists:
                 db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

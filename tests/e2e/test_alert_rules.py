@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, require_tool
-from tests.e2e.chart_support import manifests, render, single_object
+from tests.support.chart import manifests, render, single_object
+from tests.support.environment import ROOT, require_tool
 
 pytestmark = pytest.mark.tools
 

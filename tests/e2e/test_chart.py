@@ -14,10 +14,10 @@ import yaml
 from pydantic import SecretStr
 
 from payments_service.config import Settings
-from tests.conftest import ROOT
-from tests.e2e.chart_support import (
+from tests.support.chart import (
     CHART,
     KIND_VALUES,
+    KUBE_VERSIONS,
     SCENARIOS,
     container_env,
     deep_merge,
@@ -30,13 +30,10 @@ from tests.e2e.chart_support import (
     rendered_settings,
     single_object,
 )
+from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.tools
 
-#: Kubernetes versions the rendered objects must validate against: every version from the
-#: oldest the chart supports (Chart.yaml kubeVersion) to 1.33, the kind node's (k8s/kind/
-#: cluster.yaml) and the newest kubernetes-validate ships.
-KUBE_VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.35.0", "1.37.0")
 #: Custom resources (Prometheus Operator, Gateway API): no built-in schema to validate against.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "GRPCRoute"}
 
@@ -57,7 +54,8 @@ ALL_VALUES = [*SCENARIOS, *KIND_VALUES]
 def test_lint_reports_no_warning_or_error(values_file: Path) -> None:
     report = helm().lint(CHART, load_values(values_file), strict=True, kube_version="v1.31.0")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
-    assert report["errors"] == [] and problems == [], report
+    assert report["errors"] == [], report
+    assert problems == [], report
 
 
 def test_values_schema_is_draft_07_and_closed_everywhere() -> None:
@@ -151,7 +149,8 @@ def test_every_pod_meets_the_restricted_pod_security_standard(values_file: Path)
         assert pod_context.get("runAsNonRoot") is True, name
         assert pod_context.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
         assert spec.get("automountServiceAccountToken") is False, name
-        assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
+        assert not spec.get("hostNetwork"), name
+        assert not spec.get("hostPID"), name
         for container in [*spec.get("initContainers", []), *spec["containers"]]:
             context = container["securityContext"]
             where = f"{name}/{container['name']}"
@@ -159,10 +158,12 @@ def test_every_pod_meets_the_restricted_pod_security_standard(values_file: Path)
             assert context["capabilities"]["drop"] == ["ALL"], where
             assert "add" not in context["capabilities"], where
             # runAsUser may be left to the platform (OpenShift assigns one): never root.
-            assert context["runAsNonRoot"] is True and context.get("runAsUser", 1) > 0, where
+            assert context["runAsNonRoot"] is True, where
+            assert context.get("runAsUser", 1) > 0, where
             assert context["readOnlyRootFilesystem"] is True, where
             assert context["seccompProfile"]["type"] == "RuntimeDefault", where
-            assert container["resources"]["requests"] and container["resources"]["limits"], where
+            assert container["resources"]["requests"], where
+            assert container["resources"]["limits"], where
             tmp = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
             assert tmp, f"{where}: a read-only root needs an emptyDir on /tmp"
 
@@ -175,7 +176,8 @@ def test_service_account_never_mounts_a_token() -> None:
 def test_service_names_grpc_and_metrics_ports() -> None:
     services = {s["metadata"]["name"]: s for s in objects_of(manifests(render()), "Service")}
     ports = {p["name"]: p for p in services["payments-service"]["spec"]["ports"]}
-    assert ports["grpc"]["appProtocol"] == "grpc" and ports["grpc"]["targetPort"] == "grpc"
+    assert ports["grpc"]["appProtocol"] == "grpc"
+    assert ports["grpc"]["targetPort"] == "grpc"
     internal = {p["name"]: p for p in services["payments-service-internal"]["spec"]["ports"]}
     assert internal["metrics"]["targetPort"] == "metrics"
 
@@ -196,10 +198,12 @@ def test_probes_are_native_grpc_on_the_health_port_with_or_without_tls(tls: bool
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": 7000, "metrics": 9464, "health": 7101}
     env = container_env(objects)
-    assert env["PORT"] == "7000" and env["HEALTH_PORT"] == "7101"
+    assert env["PORT"] == "7000"
+    assert env["HEALTH_PORT"] == "7101"
     if tls:
         mounts = {m["name"]: m for m in container["volumeMounts"]}
-        assert mounts["tls"]["mountPath"] == TLS_DIR and mounts["tls"]["readOnly"] is True
+        assert mounts["tls"]["mountPath"] == TLS_DIR
+        assert mounts["tls"]["readOnly"] is True
     else:
         assert "TLS_CERT_FILE" not in env
 
@@ -211,7 +215,8 @@ def test_every_scenario_probes_the_health_port_it_opens(values_file: Path) -> No
     (container,) = single_object(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     probed = {container[probe]["grpc"]["port"] for probe in PROBES}
-    assert probed == {ports["health"]} and ports["health"] != ports["grpc"]
+    assert probed == {ports["health"]}
+    assert ports["health"] != ports["grpc"]
     assert container_env(objects)["HEALTH_PORT"] == str(ports["health"])
 
 
@@ -454,7 +459,7 @@ def sample_value(name: str) -> Any:
 def same_setting(rendered: Any, expected: Any) -> bool:
     """Equal as the service reads them: "6" is 6.0, "true" is True."""
     if isinstance(expected, bool):
-        return rendered == str(expected).lower()
+        return bool(rendered == str(expected).lower())
     if isinstance(expected, int | float):
         return isinstance(rendered, str) and float(rendered) == float(expected)
     return bool(rendered == expected)

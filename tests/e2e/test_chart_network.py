@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.chart_support import (
+from tests.e2e.network_policy import Endpoint, allowed, in_namespace
+from tests.support.chart import (
     CHART,
     NAMESPACE,
     deep_merge,
@@ -16,7 +17,6 @@ from tests.e2e.chart_support import (
     objects_of,
     render,
 )
-from tests.e2e.network_policy import Endpoint, allowed, in_namespace
 
 pytestmark = pytest.mark.tools
 

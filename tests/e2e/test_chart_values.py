@@ -14,7 +14,7 @@ import yaml
 
 from payments_service import __version__
 from payments_service.config import ConfigurationError
-from tests.e2e.chart_support import (
+from tests.support.chart import (
     CHART,
     KIND_VALUES,
     SCENARIOS,
@@ -47,6 +47,7 @@ def server_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
         for c in single_object(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
         if c["name"] == "payments-service"
     ]
+    assert isinstance(container, dict)
     return container
 
 
@@ -96,17 +97,17 @@ def test_numbers_from_set_flags_and_fractions_keep_their_value(
 
 
 def test_the_schema_refuses_what_the_service_would_refuse(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """At `helm install`, not as a crash-looping pod."""
     assert "/config/maxReceiveMessageBytes" in refused(
         {"config": {"maxReceiveMessageBytes": 128 * 1024 * 1024}}
     )
     # The bound itself is the service's: 64 MiB passes there, one byte more would not.
-    with pytest.raises(ConfigurationError, match="MAX_RECEIVE_MESSAGE_BYTES"):
-        monkeypatch.setenv("MAX_RECEIVE_MESSAGE_BYTES", str(64 * 1024 * 1024 + 1))
-        from payments_service.config import load_settings
+    from payments_service.config import load_settings
 
+    monkeypatch.setenv("MAX_RECEIVE_MESSAGE_BYTES", str(64 * 1024 * 1024 + 1))
+    with pytest.raises(ConfigurationError, match="MAX_RECEIVE_MESSAGE_BYTES"):
         load_settings()
 
 
@@ -177,7 +178,8 @@ def test_pod_and_common_labels_land_without_duplicates() -> None:
     values = {"podLabels": {"team": "pods", "app.kubernetes.io/part-of": "shop"}}
     objects = manifests(render({**values, "commonLabels": {"team": "all", "cost": "c1"}}))
     pod_labels = single_object(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    assert pod_labels["team"] == "pods" and pod_labels["cost"] == "c1"
+    assert pod_labels["team"] == "pods"
+    assert pod_labels["cost"] == "c1"
     assert pod_labels["app.kubernetes.io/part-of"] == "shop"
     for obj in objects:
         assert obj["metadata"]["labels"]["cost"] == "c1", obj["kind"]
@@ -236,7 +238,8 @@ def test_a_missing_image_repository_is_refused_not_pulled_from_docker_hub() -> N
 def test_a_budget_that_blocks_every_drain_is_refused(expression: str, message: str) -> None:
     values = deep_merge(POSTGRES, helm().parse_set_string(expression))
     text = refused(values)
-    assert message in text and "would block every node drain" in text
+    assert message in text
+    assert "would block every node drain" in text
 
 
 @pytest.mark.parametrize(
@@ -420,8 +423,10 @@ def test_openshift_can_assign_the_user() -> None:
     }
     for container in [*spec["initContainers"], *spec["containers"]]:
         context = container["securityContext"]
-        assert "runAsUser" not in context and "runAsGroup" not in context
-        assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True
+        assert "runAsUser" not in context
+        assert "runAsGroup" not in context
+        assert context["runAsNonRoot"] is True
+        assert context["readOnlyRootFilesystem"] is True
 
 
 def test_extra_volumes_env_and_containers_reach_both_containers() -> None:
@@ -476,7 +481,8 @@ def test_service_monitor_takes_prometheus_durations(duration: str) -> None:
         }
     }
     endpoint = single_object(manifests(render(values)), "ServiceMonitor")["spec"]["endpoints"][0]
-    assert endpoint["interval"] == duration and endpoint["scrapeTimeout"] == "10s"
+    assert endpoint["interval"] == duration
+    assert endpoint["scrapeTimeout"] == "10s"
 
 
 @pytest.mark.parametrize("duration", ["90", "1.5m", "s", "1m 30s"])
@@ -512,7 +518,8 @@ def test_dashboards_of_two_releases_do_not_collide() -> None:
         return loaded
 
     staging, production = dashboard("staging"), dashboard("production")
-    assert staging["uid"] != production["uid"] and staging["title"] != production["title"]
+    assert staging["uid"] != production["uid"]
+    assert staging["title"] != production["title"]
     assert len(staging["uid"]) <= 40  # Grafana's limit
     variables = {v["name"]: v for v in production["templating"]["list"]}
     assert variables["namespace"]["current"]["value"] == "production"

@@ -14,17 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    ROOT,
-    RunningServer,
-    ServerFactory,
-    free_port,
-    make_settings,
-    require_tool,
-)
-from tests.e2e.chart_support import manifests, mount_tls_secret, objects_of, render
-from tests.e2e.test_compose import compose
-from tests.e2e.test_dockerfile import values_of
+from tests.support.chart import manifests, mount_tls_secret, objects_of, render
+from tests.support.compose import compose
+from tests.support.dockerfile import values_of
+from tests.support.environment import ROOT, require_tool
+from tests.support.network import free_port
+from tests.support.servers import RunningServer, ServerFactory, make_settings
 
 pytestmark = pytest.mark.tools
 
@@ -78,10 +73,9 @@ def test_helm_test_pod_script_passes_and_writes_nothing(server: RunningServer) -
     assert server.count() == 0
 
 
-def test_helm_test_pod_script_fails_when_the_store_does_not_answer(
-    server_factory: ServerFactory,
-) -> None:
-    """Not a test that always passes: a server that answers anything but NOT_FOUND fails it."""
+def test_helm_test_pod_script_fails_when_the_store_does_not_answer() -> None:
+    """Not a test that always passes: with nothing listening where the service should be,
+    the script fails."""
     (pod,) = objects_of(manifests(render()), "Pod")
     (container,) = pod["spec"]["containers"]
     script = container["args"][0].replace("payments-service:7000", f"127.0.0.1:{free_port()}")
@@ -89,7 +83,7 @@ def test_helm_test_pod_script_fails_when_the_store_does_not_answer(
     assert result.returncode != 0
 
 
-NOTES_MODES = {
+NOTES_MODES: dict[str, dict[str, Any]] = {
     "plaintext": {},
     "reflection-off": {"config": {"reflectionEnabled": False}},
     "tls": {"tls": {"enabled": True, "secretName": "tls"}},

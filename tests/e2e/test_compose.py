@@ -4,39 +4,19 @@ test client with podman-compose.)"""
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import pytest
 import yaml
 
 from payments_service.config import Settings
-from tests.conftest import ROOT
-from tests.e2e.chart_support import assert_tool_passes
+from tests.support.chart import assert_tool_passes
+from tests.support.compose import COMPOSE, compose
+from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.tools
 
-COMPOSE = ROOT / "docker-compose.yml"
 SERVICE = "payment-service"
 #: Variables read by the OpenTelemetry SDK itself rather than by Settings.
 SDK_VARIABLES = {"OTEL_RESOURCE_ATTRIBUTES"}
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Compose's ${VAR:-default} interpolation, applied to every string."""
-    if isinstance(value, str):
-        return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m[1], m[2] or ""), value)
-    if isinstance(value, list):
-        return [interpolate(item, env) for item in value]
-    if isinstance(value, dict):
-        return {key: interpolate(item, env) for key, item in value.items()}
-    return value
-
-
-def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    data = interpolate(yaml.safe_load(COMPOSE.read_text()), env or {})
-    assert isinstance(data, dict)
-    return data
 
 
 def test_compose_file_matches_the_compose_specification() -> None:

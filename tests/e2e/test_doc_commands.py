@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_server_process
 from tests.e2e import doc_blocks
 from tests.e2e.doc_blocks import Block
+from tests.support.processes import start_server_process
 
 pytestmark = pytest.mark.tools
 

@@ -11,28 +11,11 @@ import tomllib
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.e2e.chart_support import assert_tool_passes, manifests, render, single_object
+from tests.support.chart import assert_tool_passes, manifests, render, single_object
+from tests.support.dockerfile import DOCKERFILE, instructions, values_of
+from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.tools
-
-DOCKERFILE = ROOT / "Dockerfile"
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    result = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            keyword, _, rest = stripped.partition(" ")
-            result.append((keyword.upper(), rest.strip()))
-    return result
-
-
-def values_of(keyword: str) -> list[str]:
-    return [rest for key, rest in instructions() if key == keyword]
 
 
 def test_hadolint_passes() -> None:
@@ -54,7 +37,9 @@ def test_base_images_are_pinned_to_an_exact_version() -> None:
 def test_runs_as_a_numeric_non_root_user_matching_the_chart() -> None:
     (user,) = values_of("USER")
     uid, _, gid = user.partition(":")
-    assert uid.isdigit() and int(uid) > 0 and gid.isdigit()
+    assert uid.isdigit()
+    assert int(uid) > 0
+    assert gid.isdigit()
     deployment = single_object(manifests(render()), "Deployment")
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(uid)
 
@@ -80,7 +65,8 @@ def test_exposes_the_default_ports_of_the_service() -> None:
 
 def test_healthcheck_runs_the_projects_cli() -> None:
     (healthcheck,) = values_of("HEALTHCHECK")
-    assert "payments-client" in healthcheck and " health" in healthcheck
+    assert "payments-client" in healthcheck
+    assert " health" in healthcheck
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert "payments-client" in scripts
 
@@ -91,7 +77,8 @@ def test_dependencies_come_from_lock_files_with_hashes() -> None:
     for lock in ("requirements/runtime.txt", "requirements/build.txt"):
         text = (ROOT / lock).read_text()
         pins = re.findall(r"^([A-Za-z0-9_.-]+)==\S+", text, flags=re.MULTILINE)
-        assert pins and text.count("--hash=sha256:") >= len(pins), lock
+        assert pins, lock
+        assert text.count("--hash=sha256:") >= len(pins), lock
     runtime = (ROOT / "requirements" / "runtime.txt").read_text().lower()
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for requirement in dependencies:
@@ -124,5 +111,7 @@ def test_build_context_holds_what_the_copies_need() -> None:
         for source in sources:
             assert (ROOT / source).exists(), source
             assert included(source), f"{source} is excluded by .dockerignore"
-    assert not included("tests/conftest.py") and not included(".venv/bin/python")
-    assert not included(".git/config") and not included(".env")
+    assert not included("tests/conftest.py")
+    assert not included(".venv/bin/python")
+    assert not included(".git/config")
+    assert not included(".env")

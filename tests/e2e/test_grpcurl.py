@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import RunningServer, require_tool
+from tests.support.environment import require_tool
+from tests.support.servers import RunningServer
 
 pytestmark = pytest.mark.tools
 
@@ -80,7 +81,7 @@ def test_the_seed_grpcurl_commands_work_verbatim(grpcurl: Grpcurl) -> None:
     )
     assert created.returncode == 0, created.stderr
     answer = json.loads(created.stdout)
-    assert uuid.UUID(answer["payment_id"])
+    assert str(uuid.UUID(answer["payment_id"])) == answer["payment_id"]
     assert answer["status"] == "PAYMENT_STATUS_PENDING"
 
     missing = grpcurl(

@@ -2,7 +2,7 @@
 Dockerfile and the chart promise of it, measured on the running container.
 
 The image is built once for this module (``podman build --format docker --pull=never``,
-base image passed as PYTHON_IMAGE: see tests/e2e/podman_support.py). Then:
+base image passed as PYTHON_IMAGE: see tests/e2e/containers.py). Then:
 
 - one container as the README runs it (``--read-only --tmpfs /tmp --cap-drop ALL``, ports
   published on 127.0.0.1 only): user, privileges, read-only root, HEALTHCHECK, a payment
@@ -37,10 +37,9 @@ import yaml
 
 from payments_service import payments_pb2, payments_pb2_grpc
 from payments_service.config import Settings
-from tests.conftest import ROOT, free_port, require_tool
-from tests.e2e import podman_support
-from tests.e2e.chart_support import NAMESPACE, RELEASE, manifests, render, single_object
-from tests.e2e.podman_support import (
+from tests.support import containers
+from tests.support.chart import NAMESPACE, RELEASE, manifests, render, single_object
+from tests.support.containers import (
     LABEL,
     Image,
     Podman,
@@ -51,6 +50,9 @@ from tests.e2e.podman_support import (
     proc_status,
     wait_serving,
 )
+from tests.support.environment import ROOT, require_tool
+from tests.support.network import free_port
+from tests.support.requests import valid_request
 
 pytestmark = [pytest.mark.tools, pytest.mark.timeout(900)]
 
@@ -77,7 +79,7 @@ def report(request: pytest.FixtureRequest, line: str) -> None:
 
 @pytest.fixture(scope="module")
 def podman() -> Iterator[Podman]:
-    engine = podman_support.engine()
+    engine = containers.engine()
     try:
         yield engine
     finally:
@@ -87,9 +89,9 @@ def podman() -> Iterator[Podman]:
 @pytest.fixture(scope="module")
 def image(podman: Podman, request: pytest.FixtureRequest) -> Image:
     started = time.monotonic()
-    base = podman_support.base_image(podman)
+    base = containers.base_image(podman)
     base_seconds = time.monotonic() - started
-    built = podman_support.build_image(podman, base)
+    built = containers.build_image(podman, base)
     report(request, f"base {base}: ready in {base_seconds:.1f} s")
     report(request, f"podman build: {built.build_seconds:.1f} s")
     return built
@@ -122,9 +124,9 @@ def service(podman: Podman, image: Image, request: pytest.FixtureRequest) -> Con
     podman.run(*command, image.reference)
     try:
         startup = wait_serving(f"127.0.0.1:{api}", started)
-    except podman_support.PodmanError as error:
+    except containers.PodmanError as error:
         logs = podman.run("logs", podman.name("service"), check=False)
-        raise podman_support.PodmanError(f"{error}\n{logs.stdout}{logs.stderr}") from error
+        raise containers.PodmanError(f"{error}\n{logs.stdout}{logs.stderr}") from error
     report(request, f"start-up: {startup:.2f} s from `podman run` to the first SERVING")
     return Container(podman.name("service"), f"127.0.0.1:{api}", f"127.0.0.1:{metrics}", startup)
 
@@ -156,11 +158,11 @@ def test_image_keeps_the_dockerfiles_metadata_and_stays_small(
     # --format docker keeps HEALTHCHECK; the OCI image format has no field for it.
     assert "payments-client" in " ".join(image.inspect["Healthcheck"]["Test"])
 
-    layers = podman_support.layers(podman, image)
+    layers = containers.layers(podman, image)
     report(request, f"image {image.reference}: {megabytes(image.size)} in {len(layers)} layers")
     for instruction, size in layers:
         report(request, f"  {megabytes(size):>9}  {instruction[:90]}")
-    compressed = podman_support.compressed_size(podman, image, tmp_path)
+    compressed = containers.compressed_size(podman, image, tmp_path)
     report(request, f"  compressed (gzip layers, as a registry holds it): {megabytes(compressed)}")
     (base,) = podman.json("image", "inspect", image.base)
     own = layers[len(base["RootFS"]["Layers"]) :]  # the Dockerfile's own, after the base's
@@ -217,7 +219,7 @@ def test_healthcheck_fails_when_the_service_does_not_answer(podman: Podman, imag
     while podman.run("healthcheck", "run", hung, check=False).returncode != 0:
         assert time.monotonic() < deadline, "the server never became healthy"
         time.sleep(0.2)
-    pid = podman_support.container_pid(podman, hung)
+    pid = containers.container_pid(podman, hung)
     os.kill(pid, signal.SIGSTOP)
     try:
         check = podman.run("healthcheck", "run", hung, check=False)
@@ -293,12 +295,7 @@ def request_payment(target: str, order: str, currency: str = "USD") -> str:
     """One RequestPayment from the host, with a new idempotency key; the payment's id."""
     with grpc.insecure_channel(target) as channel:
         answer = payments_pb2_grpc.PaymentServiceStub(channel).RequestPayment(
-            payments_pb2.RequestPaymentRequest(
-                amount_minor=990,
-                currency=currency,
-                order_id=order,
-                idempotency_key=str(uuid.uuid4()),
-            ),
+            valid_request(amount_minor=990, currency=currency, order_id=order),
             timeout=10,
         )
     return str(answer.payment_id)
@@ -332,7 +329,8 @@ def assert_graceful_stop(podman: Podman, container: str, stop: list[str], budget
     logs = podman.run("logs", container)
     output = logs.stdout + logs.stderr
     positions = [output.find(line) for line in SHUTDOWN_LINES]
-    assert -1 not in positions and positions == sorted(positions), output[-2000:]
+    assert -1 not in positions, output[-2000:]
+    assert positions == sorted(positions), output[-2000:]
     return elapsed
 
 
@@ -475,12 +473,14 @@ def test_the_charts_deployment_under_podman_kube_play(
         assert health(target, service, timeout=probe["timeoutSeconds"]) == "SERVING", name
     report(request, "kube play: startup, liveness and readiness probes answer SERVING")
 
-    assert context["runAsNonRoot"] is True and context["runAsUser"] != 0
+    assert context["runAsNonRoot"] is True
+    assert context["runAsUser"] != 0
     assert_no_privileges(
         proc_status(podman, pod.container), context["runAsUser"], context["runAsGroup"]
     )
     status = proc_status(podman, pod.container)
-    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+    assert status["NoNewPrivs"] == "1"
+    assert status["Seccomp"] == "2"
     assert context["readOnlyRootFilesystem"] is True
     assert_read_only_root(podman, pod.container)
     (inspect,) = podman.json("container", "inspect", pod.container)
@@ -492,7 +492,8 @@ def test_the_charts_deployment_under_podman_kube_play(
     assert "$(" not in environment["OTEL_RESOURCE_ATTRIBUTES"]
 
     (api,) = [p["containerPort"] for p in main["ports"] if p["name"] == "grpc"]
-    assert uuid.UUID(request_payment(f"127.0.0.1:{pod.host_ports[api]}", "kube-play"))
+    payment_id = request_payment(f"127.0.0.1:{pod.host_ports[api]}", "kube-play")
+    assert str(uuid.UUID(payment_id)) == payment_id
 
     # SIGTERM: the kubelet would pause preStop first, then allow what is left of the grace.
     pause = main.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
@@ -581,7 +582,8 @@ services:
             time.sleep(0.2)
         (inspect,) = podman.json("container", "inspect", service)
         host = inspect["HostConfig"]
-        assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+        assert host["ReadonlyRootfs"] is True
+        assert "/tmp" in host["Tmpfs"]
         assert "no-new-privileges" in " ".join(host["SecurityOpt"])
         assert_no_privileges(proc_status(podman, service), *USER)
 

@@ -24,54 +24,23 @@ import grpc
 import pytest
 import yaml
 
-from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import ROOT, free_port, require_tool, start_server_process, wait_for_port
-from tests.e2e.chart_support import NAMESPACE, RELEASE, manifests, render, single_object
+from payments_service import payments_pb2_grpc
+from tests.support.chart import NAMESPACE, RELEASE, manifests, render, single_object
+from tests.support.environment import ROOT, require_tool
+from tests.support.kind_prometheus import POD_NAME, discovered_target, kind_prometheus_config
+from tests.support.network import free_port, wait_for_port
+from tests.support.processes import start_server_process
+from tests.support.requests import valid_request
 
 pytestmark = pytest.mark.tools
-
-POD_NAME = "payments-service-7d9c8b6f5-x2k4q"
-
-
-def meta_name(name: str) -> str:
-    """How Kubernetes discovery turns a label or annotation name into a label name."""
-    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
-
-
-def discovered_target(pod: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    """The address and labels Kubernetes pod discovery gives Prometheus for ``pod``."""
-    (container,) = pod["spec"]["containers"]
-    labels = {
-        "__meta_kubernetes_namespace": NAMESPACE,
-        "__meta_kubernetes_pod_name": POD_NAME,
-    }
-    for key, value in pod["metadata"]["annotations"].items():
-        labels[f"__meta_kubernetes_pod_annotation_{meta_name(key)}"] = value
-    for key, value in pod["metadata"]["labels"].items():
-        labels[f"__meta_kubernetes_pod_label_{meta_name(key)}"] = value
-    return f"127.0.0.1:{container['ports'][0]['containerPort']}", labels
 
 
 def smoke_query() -> str:
     """The PromQL that kind-smoke runs, with its variables filled in."""
     script = (ROOT / "k8s" / "kind" / "smoke.sh").read_text()
     (query,) = re.findall(r'^query="(.*)"$', script, flags=re.MULTILINE)
-    query = query.replace('\\"', '"').replace("$namespace", NAMESPACE)
+    query = str(query).replace('\\"', '"').replace("$namespace", NAMESPACE)
     return query.replace("$release", RELEASE)
-
-
-def kind_prometheus_config(address: str, labels: dict[str, str]) -> dict[str, Any]:
-    stack = yaml.safe_load_all((ROOT / "k8s" / "observability" / "prometheus.yaml").read_text())
-    (configmap,) = [
-        o for o in stack if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "prometheus"
-    ]
-    config: dict[str, Any] = yaml.safe_load(configmap["data"]["prometheus.yml"])
-    config["global"]["scrape_interval"] = "1s"  # faster than kind's 10 s, for the test
-    config.pop("rule_files")
-    (job,) = config["scrape_configs"]
-    del job["kubernetes_sd_configs"]
-    job["static_configs"] = [{"targets": [address], "labels": labels}]
-    return config
 
 
 def query(base: str, expr: str) -> list[dict[str, Any]]:
@@ -111,9 +80,7 @@ def test_kind_prometheus_scrapes_the_pod_through_its_annotations(tmp_path: Path)
         wait_for_port(grpc_port, timeout=30)
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:  # as kind-smoke does
             payments_pb2_grpc.PaymentServiceStub(channel).RequestPayment(
-                payments_pb2.RequestPaymentRequest(
-                    amount_minor=1250, currency="USD", order_id="o-1", idempotency_key="smoke-0001"
-                ),
+                valid_request("smoke-0001", currency="USD", order_id="o-1"),
                 timeout=10,
             )
         wait_for_port(web_port, timeout=30)
@@ -126,7 +93,8 @@ def test_kind_prometheus_scrapes_the_pod_through_its_annotations(tmp_path: Path)
         (up,) = query(base, f'up{{namespace="{NAMESPACE}"}}')
         # The address was rewritten from the gRPC port to prometheus.io/port.
         assert up["metric"]["instance"] == f"127.0.0.1:{metrics_port}"
-        assert up["metric"]["pod"] == POD_NAME and up["value"][1] == "1"
+        assert up["metric"]["pod"] == POD_NAME
+        assert up["value"][1] == "1"
         assert up["metric"]["app_kubernetes_io_name"] == "payments-service"
         # The job is the app name label (what the dashboard's job variable lists).
         assert up["metric"]["job"] == "payments-service"

@@ -19,17 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import (
-    ROOT,
-    RunningServer,
-    ServerFactory,
-    free_port,
-    make_settings,
-    require_tool,
-    wait_for_port,
-)
-from tests.e2e.chart_support import CHART, manifests, render, single_object
-from tests.e2e.test_kind_prometheus import discovered_target, kind_prometheus_config
+from tests.support.chart import CHART, manifests, render, single_object
+from tests.support.environment import ROOT, require_tool
+from tests.support.kind_prometheus import discovered_target, kind_prometheus_config
+from tests.support.network import free_port, wait_for_port
+from tests.support.servers import RunningServer, ServerFactory, make_settings
 
 pytestmark = pytest.mark.tools
 
@@ -95,7 +89,8 @@ def test_up_builds_without_provenance_so_kind_can_load_it(tmp_path: Path) -> Non
     result, calls = run_up(tmp_path)
     assert result.returncode == 0, result.stderr
     build = call(calls, "docker buildx build")
-    assert "--provenance=false" in build and "--load" in build
+    assert "--provenance=false" in build
+    assert "--load" in build
     assert call(calls, "kind load docker-image").startswith(
         "kind load docker-image payments-service:0.1.0"
     )
@@ -172,9 +167,9 @@ def test_the_kind_node_is_pinned_and_new_enough_for_the_chart() -> None:
     match = re.fullmatch(r"kindest/node:v(\d+)\.(\d+)\.(\d+)@sha256:[0-9a-f]{64}", image)
     assert match, image
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    minimum = tuple(
-        int(p) for p in re.match(r">=(\d+)\.(\d+)\.(\d+)", chart["kubeVersion"]).groups()
-    )  # type: ignore[union-attr]
+    supported = re.match(r">=(\d+)\.(\d+)\.(\d+)", chart["kubeVersion"])
+    assert supported, chart["kubeVersion"]
+    minimum = tuple(int(p) for p in supported.groups())
     assert tuple(int(p) for p in match.groups()) >= minimum
     # The workflow installs the kind that up.sh asks for.
     script = (KIND / "up.sh").read_text()
@@ -353,4 +348,5 @@ def test_smoke_default_ports_leave_the_compose_stack_alone() -> None:
     }
     script = (KIND / "smoke.sh").read_text()
     defaults = {int(p) for p in re.findall(r"SMOKE_\w+_PORT:-(\d+)", script)}
-    assert len(defaults) == 3 and not defaults & published
+    assert len(defaults) == 3
+    assert not defaults & published

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +25,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import ROOT, free_port
-from tests.e2e.chart_support import (
+from payments_service import payments_pb2_grpc
+from tests.support.chart import (
     NAMESPACE,
     container_env,
     manifests,
@@ -36,6 +34,9 @@ from tests.e2e.chart_support import (
     render,
     single_object,
 )
+from tests.support.environment import ROOT
+from tests.support.network import free_port
+from tests.support.requests import valid_request
 
 pytestmark = pytest.mark.tools
 
@@ -96,17 +97,12 @@ class Load:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            request = payments_pb2.RequestPaymentRequest(
-                amount_minor=1250,
-                currency="USD",
-                order_id="order-1",
-                idempotency_key=str(uuid.uuid4()),
-            )
+            request = valid_request(currency="USD", order_id="order-1")
             try:
                 self._stub.RequestPayment(request, timeout=10)
                 code = "OK"
             except grpc.RpcError as error:
-                code = error.code().name  # type: ignore[attr-defined]
+                code = error.code().name
             with self._lock:
                 self.codes[code] += 1
 
@@ -151,7 +147,7 @@ def scenario(
     elif request.param == "mutual-tls":
         yield request.param, {"tls": {"enabled": True, "secretName": "tls", "mutual": True}}, {}
     else:
-        from tests.postgres_support import fresh_database
+        from tests.support.postgres import fresh_database
 
         values = {
             "storage": {
@@ -286,7 +282,7 @@ def test_pod_lifecycle_as_the_kubelet_sees_it(
         assert refused <= load.threads, load.codes
         assert load.codes["OK"] >= 20
         if DATABASE_SECRET in secrets:  # every acknowledged payment is in the shared database
-            from tests.postgres_support import rows
+            from tests.support.postgres import rows
 
             ((stored,),) = rows(secrets[DATABASE_SECRET], "SELECT count(*) FROM payments")
             assert load.codes["OK"] <= stored <= load.codes["OK"] + refused

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.environment import ROOT
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, require_tool
-from tests.e2e.chart_support import (
+from tests.support.chart import (
     CHART,
     KIND_VALUES,
+    KUBE_VERSIONS,
     NAMESPACE,
     SCENARIOS,
     assert_tool_passes,
@@ -25,7 +25,7 @@ from tests.e2e.chart_support import (
     manifests,
     render,
 )
-from tests.e2e.test_chart import KUBE_VERSIONS
+from tests.support.environment import ROOT, require_tool
 
 pytestmark = pytest.mark.tools
 
@@ -160,7 +160,8 @@ def test_dev_postgres_secret_feeds_the_postgres_values() -> None:
     secret = find(objects, "Secret", postgres_values["existingSecret"])
     url = secret["stringData"][postgres_values["secretKey"]]
     service = find(objects, "Service", "postgres")
-    assert url.startswith("postgresql://") and f"@postgres.{NAMESPACE}.svc:5432/" in url
+    assert url.startswith("postgresql://")
+    assert f"@postgres.{NAMESPACE}.svc:5432/" in url
     assert {p["port"] for p in service["spec"]["ports"]} == {5432}
     pod = find(objects, "StatefulSet", "postgres")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True  # the namespace enforces restricted

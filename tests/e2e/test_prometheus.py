@@ -25,15 +25,11 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import (
-    ROOT,
-    free_port,
-    make_settings,
-    require_tool,
-    running_server,
-    wait_for_port,
-)
-from tests.otlp_receiver import TraceReceiver, running_receiver
+from tests.support.environment import ROOT, require_tool
+from tests.support.network import free_port, wait_for_port
+from tests.support.otlp_receiver import TraceReceiver, running_receiver
+from tests.support.requests import valid_request
+from tests.support.servers import make_settings, running_server
 
 pytestmark = pytest.mark.tools
 
@@ -73,9 +69,7 @@ class Stack:
 
 def _make_calls(port: int) -> None:
     def request(key: str, amount: int = 1000) -> payments_pb2.RequestPaymentRequest:
-        return payments_pb2.RequestPaymentRequest(
-            amount_minor=amount, currency="USD", order_id="o-1", idempotency_key=key
-        )
+        return valid_request(key, amount_minor=amount, currency="USD", order_id="o-1")
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = payments_pb2_grpc.PaymentServiceStub(channel)

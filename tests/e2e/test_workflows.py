@@ -1,14 +1,19 @@
-"""The GitHub Actions workflows: actionlint passes, and they call targets that exist."""
+"""The GitHub Actions workflows: actionlint passes; every action is pinned to a commit; they
+call make targets that exist, with the CI value, database and Python the project expects."""
 
 from __future__ import annotations
 
 import re
+import tomllib
+from typing import Any
 
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
-from tests.conftest import ROOT
-from tests.e2e.chart_support import assert_tool_passes
+from tests.support.chart import assert_tool_passes
+from tests.support.environment import CI_TRUE, ROOT
+from tests.support.postgres import DEFAULT_URL
 
 pytestmark = pytest.mark.tools
 
@@ -23,34 +28,81 @@ def test_actionlint_passes() -> None:
 
 def test_workflows_run_make_targets_that_exist() -> None:
     targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
-    used = set()
+    used: set[str] = set()
     for path in WORKFLOWS.glob("*.yml"):
-        for job in yaml.safe_load(path.read_text())["jobs"].values():
-            for step in job["steps"]:
-                for match in re.finditer(r"\bmake ((?:[a-z][a-z-]* ?)+)", step.get("run", "")):
-                    used.update(word for word in match[1].split() if "=" not in word)
+        for step in _steps(path.name):
+            for match in re.finditer(r"\bmake ((?:[a-z][a-z-]* ?)+)", step.get("run", "")):
+                used.update(word for word in match[1].split() if "=" not in word)
     assert {"lint", "typecheck", "test", "kind-up", "kind-smoke", "kind-down"} <= used
     assert used <= targets, used - targets
 
 
-def test_ci_runs_tests_with_ci_true_and_postgres() -> None:
+def _steps(workflow: str) -> list[dict[str, Any]]:
+    jobs = yaml.safe_load((WORKFLOWS / workflow).read_text())["jobs"]
+    return [step for job in jobs.values() for step in job["steps"]]
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_version_named() -> None:
+    """A tag can be moved to other code; a commit cannot. The comment says which release
+    the commit is, for the reader and for update tools."""
+    pinned = re.compile(r"^\s*(?:- )?uses: ([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v\d+\.\d+\.\d+$")
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        uses = [line for line in path.read_text().splitlines() if re.match(r"^\s*(- )?uses:", line)]
+        steps = [step for step in _steps(path.name) if "uses" in step]
+        assert len(uses) == len(steps) > 0, path.name  # every uses: is on a line of its own
+        for line in uses:
+            assert pinned.match(line), f"{path.name}: not pinned to a commit SHA: {line.strip()}"
+
+
+def test_ci_sets_a_ci_value_the_tests_recognise() -> None:
+    """Under CI a missing tool or database fails its tests; only if the tests read the
+    workflow's CI value as true."""
     ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
-    assert ci["env"]["CI"] == "true"
-    postgres = ci["jobs"]["test"]["services"]["postgres"]
-    assert postgres["env"]["POSTGRES_DB"] == "test"
-    assert "5432:5432" in postgres["ports"]
+    assert ci["env"]["CI"].lower() in CI_TRUE
+    (run,) = [step["run"] for step in _steps("ci.yml") if ".ci/run" in step.get("run", "")]
+    assert re.search(r"\bCI=(\S+)", run)[1].lower() in CI_TRUE  # type: ignore[index]
 
 
-def test_kind_workflow_covers_both_stores_and_helm_test() -> None:
+def test_ci_postgres_is_the_server_the_tests_connect_to_by_default() -> None:
+    """The service container's database, port and authentication are what
+    tests/support/postgres.py's DEFAULT_URL (no password) connects to."""
+    postgres = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())["jobs"]["test"]["services"][
+        "postgres"
+    ]
+    expected = conninfo_to_dict(DEFAULT_URL)
+    assert "password" not in expected
+    assert postgres["env"]["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    assert postgres["env"].get("POSTGRES_USER", "postgres") == expected["user"]
+    assert postgres["env"]["POSTGRES_DB"] == expected["dbname"]
+    assert f"{expected['port']}:5432" in postgres["ports"]
+
+
+def test_workflows_set_up_the_oldest_python_the_project_supports() -> None:
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    oldest = re.fullmatch(r">=(\d+\.\d+)", requires)
+    assert oldest is not None, requires
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        versions = [
+            step["with"]["python-version"]
+            for step in _steps(path.name)
+            if step.get("uses", "").startswith("actions/setup-python@")
+        ]
+        assert versions == [oldest[1]], path.name
+
+
+def test_kind_workflow_covers_every_store_up_sh_accepts_and_helm_test() -> None:
     kind = yaml.safe_load((WORKFLOWS / "kind-e2e.yml").read_text())["jobs"]["kind"]
-    assert kind["strategy"]["matrix"]["storage"] == ["memory", "postgres"]
+    up = (ROOT / "k8s" / "kind" / "up.sh").read_text()
+    accepted = re.search(r'case "\$storage" in\s+([\w|]+)\)', up)
+    assert accepted is not None, "k8s/kind/up.sh no longer checks STORAGE"
+    assert sorted(kind["strategy"]["matrix"]["storage"]) == sorted(accepted[1].split("|"))
     runs = " ".join(step.get("run", "") for step in kind["steps"])
+    assert "STORAGE=${{ matrix.storage }}" in runs
     assert "helm test payments-service" in runs
 
 
 def _make_targets(workflow: str) -> list[str]:
-    steps = yaml.safe_load((WORKFLOWS / workflow).read_text())["jobs"]
-    runs = " ".join(step.get("run", "") for job in steps.values() for step in job["steps"])
+    runs = " ".join(step.get("run", "") for step in _steps(workflow))
     return re.findall(r"\bmake ([a-z][a-z-]*)", runs)
 
 

@@ -18,25 +18,24 @@ from payments_service import payments_pb2
 from payments_service.domain.payment import Payment
 from payments_service.payments_pb2_grpc import PaymentServiceStub
 from payments_service.storage import InMemoryPaymentRepository
-from tests.conftest import RunningServer
+from tests.support.requests import valid_request
+from tests.support.servers import RunningServer
 
 PENDING = payments_pb2.PAYMENT_STATUS_PENDING
 
 
 def payment_request(**changes: Any) -> payments_pb2.RequestPaymentRequest:
     values: dict[str, Any] = {
-        "amount_minor": 1250,
         "currency": "USD",
         "order_id": "order-123",
-        "idempotency_key": f"key-{uuid.uuid4()}",
         "metadata": {"user_id": "user-789"},
     }
-    values.update(changes)
-    return payments_pb2.RequestPaymentRequest(**values)
+    return valid_request(**{**values, **changes})
 
 
 def error_details(error: grpc.RpcError) -> dict[str, Any]:
     """ErrorInfo and BadRequest unpacked from a failed call's google.rpc.Status."""
+    assert isinstance(error, grpc.Call)  # grpcio's errors are the failed call too
     status = rpc_status.from_call(error)
     assert status is not None, "the error carries no google.rpc.Status details"
     found: dict[str, Any] = {}
@@ -51,7 +50,7 @@ def error_details(error: grpc.RpcError) -> dict[str, Any]:
 
 def test_request_payment_creates_a_pending_payment(stub: PaymentServiceStub) -> None:
     response = stub.RequestPayment(payment_request())
-    assert uuid.UUID(response.payment_id)
+    assert str(uuid.UUID(response.payment_id)) == response.payment_id
     assert response.status == PENDING
     assert response.message == "Payment created"
 
@@ -129,7 +128,7 @@ def test_invalid_request_lists_every_field_violation(
         )
     error = caught.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "amount_minor" in error.details()
+    assert "amount_minor" in (error.details() or "")
     details = error_details(error)
     assert details["ErrorInfo"].reason == "INVALID_REQUEST"
     assert details["ErrorInfo"].domain == "payments.v1"
@@ -152,7 +151,7 @@ def test_unknown_payment_is_not_found(stub: PaymentServiceStub) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetPayment(payments_pb2.GetPaymentRequest(payment_id=missing))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert missing in caught.value.details()
+    assert missing in (caught.value.details() or "")
     assert error_details(caught.value)["ErrorInfo"].reason == "PAYMENT_NOT_FOUND"
 
 
@@ -214,7 +213,7 @@ def test_concurrent_identical_requests_make_exactly_one_payment(
 class _ExplodingRepository(InMemoryPaymentRepository):
     """A store with a bug: stands in for any unexpected exception inside a handler."""
 
-    async def add_if_absent(self, payment: Payment) -> Payment:
+    async def add_if_absent(self, _payment: Payment) -> Payment:
         raise RuntimeError("boom: secret-internal-detail")
 
 
@@ -230,5 +229,7 @@ def test_unexpected_errors_are_internal_with_a_generic_message(
         ):
             stub.RequestPayment(payment_request())
     assert caught.value.code() == grpc.StatusCode.INTERNAL
-    assert "secret-internal-detail" not in caught.value.details()
+    details = caught.value.details()
+    assert details is not None
+    assert "secret-internal-detail" not in details
     assert "secret-internal-detail" in caplog.text

@@ -10,6 +10,7 @@ would see. Every attack is bounded in count and time. The numbers below are the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
 import threading
 import time
@@ -23,15 +24,15 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from tests.conftest import require
-from tests.integration.hardening_support import valid_request
 from tests.support import clients
+from tests.support.environment import require
 from tests.support.h2_attacker import (
     Connection,
     connect,
     connected,
     idle_connections,
 )
+from tests.support.requests import valid_request
 from tests.support.server_process import ServerProcess, running_server
 
 # -- The contract: every threshold the tests assert ------------------------------------
@@ -135,6 +136,11 @@ def _hung_streams(port: int, path: str, count: int, *, half_close: bool = False)
             connection.close()
 
 
+def _raw(message: bytes) -> bytes:
+    """No (de)serialisation: the bytes as they are, as grpcio's default of None does."""
+    return message
+
+
 @contextlib.contextmanager
 def _blocked_iterator_calls(port: int, path: str) -> Iterator[str]:
     """Stock grpcio calls on a unary method through ``channel.stream_unary``, each with a
@@ -146,8 +152,10 @@ def _blocked_iterator_calls(port: int, path: str) -> Iterator[str]:
         yield from ()
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        method = channel.stream_unary(path)
-        calls = [method.future(requests()) for _ in range(BLOCKED_ITERATOR_CALLS)]
+        method = channel.stream_unary(path, request_serializer=_raw, response_deserializer=_raw)
+        calls: list[grpc.Future[Any]] = [
+            method.future(requests()) for _ in range(BLOCKED_ITERATOR_CALLS)
+        ]
         time.sleep(SETTLE_SECONDS)
         try:
             yield f"{len(calls)} grpcio calls with a blocked request iterator"
@@ -179,12 +187,17 @@ def _open_reflection_streams(port: int) -> Iterator[str]:
         yield f"reflection streams open and answered per version: {answered}"
 
 
+def _on(
+    target: str, attack: Callable[[int, str], contextlib.AbstractContextManager[Any]]
+) -> Attack:
+    """``attack`` on the port and method of ``target`` of whatever server it is given."""
+    return lambda server: attack(*_target(server, target))
+
+
 ATTACKS: dict[str, Attack] = {
     **{
-        f"{count} hung streams on {target}": (
-            lambda server, count=count, target=target: _hung_streams(
-                *_target(server, target), count
-            )
+        f"{count} hung streams on {target}": _on(
+            target, functools.partial(_hung_streams, count=count)
         )
         for target in TARGETS
         for count in HUNG_STREAM_COUNTS
@@ -192,17 +205,14 @@ ATTACKS: dict[str, Attack] = {
     # Holds today (UNIMPLEMENTED at once); grpc.aio 1.85 sends such a call no status at
     # all, so it stays open and counts against the server's limits until the client leaves.
     **{
-        f"{HALF_CLOSED_STREAMS} streams half-closed without a message on {target}": (
-            lambda server, target=target: _hung_streams(
-                *_target(server, target), HALF_CLOSED_STREAMS, half_close=True
-            )
+        f"{HALF_CLOSED_STREAMS} streams half-closed without a message on {target}": _on(
+            target,
+            functools.partial(_hung_streams, count=HALF_CLOSED_STREAMS, half_close=True),
         )
         for target in TARGETS
     },
     **{
-        f"grpcio blocked iterators on {target}": (
-            lambda server, target=target: _blocked_iterator_calls(*_target(server, target))
-        )
+        f"grpcio blocked iterators on {target}": _on(target, _blocked_iterator_calls)
         for target in TARGETS
     },
     "open reflection streams": lambda server: _open_reflection_streams(server.port),
@@ -246,7 +256,8 @@ def test_a_health_watch_that_never_reads_freezes_no_probe_call_or_shutdown(targe
         "probe on HEALTH_PORT": "SERVING",
         "PaymentService/Health": ["OK"] * HEALTH_CALLS,
     }
-    assert exit_seconds <= grace + SHUTDOWN_SLACK_SECONDS and exit_code == 0, server.log[-2000:]
+    assert exit_seconds <= grace + SHUTDOWN_SLACK_SECONDS, server.log[-2000:]
+    assert exit_code == 0, server.log[-2000:]
 
 
 def test_garbage_on_reflection_streams_left_open_blocks_no_shutdown() -> None:
@@ -269,7 +280,8 @@ def test_garbage_on_reflection_streams_left_open_blocks_no_shutdown() -> None:
         f"garbage on open reflection streams: {dict(answers)}; "
         f"exit {exit_code} {exit_seconds:.2f} s after SIGTERM"
     )
-    assert exit_seconds <= grace + SHUTDOWN_SLACK_SECONDS and exit_code == 0, server.log[-2000:]
+    assert exit_seconds <= grace + SHUTDOWN_SLACK_SECONDS, server.log[-2000:]
+    assert exit_code == 0, server.log[-2000:]
 
 
 def _replay_with_zero_window(server: ServerProcess) -> float:

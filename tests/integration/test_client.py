@@ -9,9 +9,8 @@ import uuid
 from pathlib import Path
 
 from payments_service import __version__
-from tests.conftest import RunningServer, ServerFactory
-from tests.integration.certificates import CertificateAuthority, Issued
-from tests.integration.conftest import start_tls_server
+from tests.support.certificates import CertificateAuthority, Issued
+from tests.support.servers import RunningServer, ServerFactory, start_tls_server
 
 
 def client(server_port: int, *args: str) -> subprocess.CompletedProcess[str]:

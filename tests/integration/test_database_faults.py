@@ -27,17 +27,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.conninfo import make_conninfo
 
 from payments_service import payments_pb2_grpc
-from tests.conftest import free_port
-from tests.integration.server_process import ServerProcess, new_payment
-from tests.postgres_support import (
+from tests.support.network import free_port
+from tests.support.postgres import port_of
+from tests.support.processes import (
     NOT_SERVING,
     SERVICE,
     SERVING,
-    TcpProxy,
-    port_of,
+    CapturedServer,
     wait_for_health,
     wait_until_ready,
 )
+from tests.support.proxy import TcpProxy
+from tests.support.requests import valid_request
 
 pytestmark = pytest.mark.postgres
 
@@ -68,7 +69,7 @@ class Call:
 
 @dataclass
 class Server:
-    process: ServerProcess
+    process: CapturedServer
     port: int
     health_port: int
     proxy: TcpProxy
@@ -77,7 +78,7 @@ class Server:
     def call(self) -> Call:
         started = time.monotonic()
         try:
-            self.stub.RequestPayment(new_payment("hang"), timeout=CALL_DEADLINE_SECONDS)
+            self.stub.RequestPayment(valid_request(), timeout=CALL_DEADLINE_SECONDS)
             code = grpc.StatusCode.OK
         except grpc.RpcError as error:
             code = error.code()
@@ -106,7 +107,7 @@ def server(database_url: str) -> Iterator[Server]:
         "LOG_FORMAT": "json",
     }
     with (
-        ServerProcess(env) as process,
+        CapturedServer(env) as process,
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         yield Server(

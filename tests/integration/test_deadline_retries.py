@@ -19,21 +19,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from payments_service import payments_pb2, payments_pb2_grpc
 from payments_service.transport.conversion import REPLAYED_MESSAGE
-from tests.conftest import free_port
-from tests.integration.server_process import ServerProcess
-from tests.postgres_support import rows, wait_until_ready
+from tests.support.network import free_port
+from tests.support.postgres import rows
+from tests.support.processes import CapturedServer, wait_until_ready
+from tests.support.requests import valid_request
 
 KEYS = 60
 TIGHT_ATTEMPTS = 3  # per key, each with a 1 ms deadline, before the retries
 TIGHT_DEADLINE_SECONDS = 0.001
 RETRY_DEADLINE_SECONDS = 10.0
 THREADS = 4
-
-
-def _request(key: str) -> payments_pb2.RequestPaymentRequest:
-    return payments_pb2.RequestPaymentRequest(
-        amount_minor=4321, currency="GBP", order_id=f"order-{key}", idempotency_key=key
-    )
 
 
 def _payments_stored(metrics_port: int) -> float:
@@ -60,7 +55,7 @@ def test_one_ms_deadlines_then_retries_leave_exactly_one_payment_per_key(
     retried: dict[str, list[payments_pb2.RequestPaymentResponse]] = {}
     lock = threading.Lock()
 
-    with ServerProcess(env):
+    with CapturedServer(env):
         wait_until_ready(port)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = payments_pb2_grpc.PaymentServiceStub(channel)
@@ -70,12 +65,12 @@ def test_one_ms_deadlines_then_retries_leave_exactly_one_payment_per_key(
                 codes = []
                 for _ in range(TIGHT_ATTEMPTS):
                     try:
-                        stub.RequestPayment(_request(key), timeout=TIGHT_DEADLINE_SECONDS)
+                        stub.RequestPayment(valid_request(key), timeout=TIGHT_DEADLINE_SECONDS)
                         codes.append("OK")
                     except grpc.RpcError as error:
                         codes.append(error.code().name)
                 answers = [
-                    stub.RequestPayment(_request(key), timeout=RETRY_DEADLINE_SECONDS)
+                    stub.RequestPayment(valid_request(key), timeout=RETRY_DEADLINE_SECONDS)
                     for _ in range(2)
                 ]
                 with lock:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -27,30 +26,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import free_port, start_server_process
-from tests.postgres_support import replica_env, rows, stop_process, wait_until_ready
+from payments_service import payments_pb2_grpc
+from tests.support.postgres import rows, start_replica
+from tests.support.processes import stop_process
+from tests.support.requests import valid_request
 
 pytestmark = pytest.mark.postgres
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-def _start_replica(url: str, **extra: str) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
-    process = start_server_process(replica_env(url, port, **extra))
-    try:
-        wait_until_ready(port)
-    except TimeoutError:
-        pytest.fail(f"replica did not become ready:\n{stop_process(process)}")
-    return process, port
-
-
-def _request(key: str) -> payments_pb2.RequestPaymentRequest:
-    return payments_pb2.RequestPaymentRequest(
-        amount_minor=4200, currency="EUR", order_id=f"order-{key}", idempotency_key=key
-    )
 
 
 @dataclass
@@ -82,7 +66,7 @@ class RetryingClient:
         for attempt in range(self._attempts):
             stub = self._stubs[(first + attempt) % len(self._stubs)]
             try:
-                response = stub.RequestPayment(_request(key), timeout=10)
+                response = stub.RequestPayment(valid_request(key), timeout=10)
             except grpc.RpcError as error:
                 if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                     with self._ledger.lock:
@@ -167,8 +151,8 @@ def _assert_one_payment_per_key(url: str, ledger: Ledger) -> None:
 def test_rolling_restart_loses_no_call_of_a_client_that_retries_unavailable(
     database_url: str,
 ) -> None:
-    first, first_port = _start_replica(database_url, GRACE_PERIOD_SECONDS="10")
-    second, second_port = _start_replica(database_url)
+    first, first_port = start_replica(database_url, GRACE_PERIOD_SECONDS="10")
+    second, second_port = start_replica(database_url)
     ledger = Ledger()
     client = RetryingClient([first_port, second_port], ledger)
     health_seen: list[int] = []
@@ -182,7 +166,7 @@ def test_rolling_restart_loses_no_call_of_a_client_that_retries_unavailable(
             watcher.join(timeout=30)
             # The survivor carries on alone, then a new replica takes the old one's place.
             _wait_for_acknowledged(ledger, before + 100)
-            third, _ = _start_replica(database_url)
+            third, _ = start_replica(database_url)
             _wait_for_acknowledged(ledger, len(ledger.acknowledged) + 50)
         stop_process(third)
     finally:
@@ -203,7 +187,7 @@ def test_rolling_restart_loses_no_call_of_a_client_that_retries_unavailable(
 
 
 def test_kill_9_under_load_loses_no_acknowledged_payment(database_url: str) -> None:
-    victim, victim_port = _start_replica(database_url)
+    victim, victim_port = start_replica(database_url)
     ledger = Ledger()
     # No retries: the calls in flight when the process dies fail, which is the point.
     client = RetryingClient([victim_port], ledger, attempts=1)
@@ -222,7 +206,7 @@ def test_kill_9_under_load_loses_no_acknowledged_payment(database_url: str) -> N
     _assert_one_payment_per_key(database_url, ledger)
 
     # A restarted replica: each client retries what it sent; exactly one payment per key.
-    survivor, survivor_port = _start_replica(database_url)
+    survivor, survivor_port = start_replica(database_url)
     retried = Ledger()
     retrying = RetryingClient([survivor_port], retried)
     try:

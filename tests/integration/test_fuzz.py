@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from payments_service import payments_pb2
 from payments_service.domain.validation import SUPPORTED_CURRENCIES
-from tests.conftest import RunningServer, free_port, make_settings, running_server
+from tests.support.network import free_port
+from tests.support.servers import RunningServer, make_settings, running_server
 
 REQUEST_PAYMENT = "/payments.v1.PaymentService/RequestPayment"
 GET_PAYMENT = "/payments.v1.PaymentService/GetPayment"

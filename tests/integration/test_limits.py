@@ -9,8 +9,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service.payments_pb2_grpc import PaymentServiceStub
-from tests.conftest import RunningServer, ServerFactory, free_port, make_settings
-from tests.integration.hardening_support import GatedRepository, valid_request
+from tests.support.network import free_port
+from tests.support.repositories import GatedRepository
+from tests.support.requests import valid_request
+from tests.support.servers import RunningServer, ServerFactory, make_settings
 
 
 def _stub(app: RunningServer, options: list[tuple[str, int]] | None = None) -> PaymentServiceStub:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from payments_service.server import main
-from tests.integration.certificates import CertificateAuthority
+from tests.support.certificates import CertificateAuthority
 
 GARBAGE = "not a certificate\n"
 

@@ -6,17 +6,13 @@ from collections.abc import Callable
 
 import grpc
 
-from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import ServerFactory, free_port, make_settings
-from tests.integration.test_tracing import FaultyRepository
+from payments_service import payments_pb2_grpc
+from tests.support.network import free_port
+from tests.support.repositories import FaultyRepository
+from tests.support.requests import valid_request
+from tests.support.servers import ServerFactory, make_settings
 
 SERVICE = "payments.v1.PaymentService"
-
-
-def _request(key: str) -> payments_pb2.RequestPaymentRequest:
-    return payments_pb2.RequestPaymentRequest(
-        amount_minor=100, currency="GBP", order_id="o-1", idempotency_key=key
-    )
 
 
 def test_each_way_a_call_ends_is_counted_once_with_the_clients_code(
@@ -34,9 +30,9 @@ def test_each_way_a_call_ends_is_counted_once_with_the_clients_code(
             response_deserializer=lambda data: data,
         )
         calls: list[Callable[[], object]] = [
-            lambda: stub.RequestPayment(_request("count-key-1")),
-            lambda: stub.RequestPayment(_request("crash-key-1")),  # unexpected exception
-            lambda: stub.RequestPayment(_request("down-key-01")),  # store unavailable
+            lambda: stub.RequestPayment(valid_request("count-key-1")),
+            lambda: stub.RequestPayment(valid_request("crash-key-1")),  # unexpected exception
+            lambda: stub.RequestPayment(valid_request("down-key-01")),  # store unavailable
             lambda: raw(b"\xff\xff\xff\xff"),  # undecodable request bytes
         ]
         for call in calls:

@@ -18,13 +18,10 @@ from payments_service.storage.migrate import (
     load_migrations,
 )
 from payments_service.storage.postgres import PostgresPaymentRepository
-from tests.conftest import ROOT, free_port, start_server_process
-from tests.postgres_support import (
-    replica_env,
-    rows,
-    stop_process,
-    wait_until_ready,
-)
+from tests.support.environment import ROOT
+from tests.support.network import free_port
+from tests.support.postgres import replica_env, rows
+from tests.support.processes import start_server_process, stop_process, wait_until_ready
 
 pytestmark = pytest.mark.postgres
 

@@ -17,17 +17,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import RunningServer, ServerFactory, make_settings
-from tests.postgres_support import (
-    NOT_SERVING,
-    SERVING,
-    TcpProxy,
-    port_of,
-    rows,
-    wait_for_health,
-    wait_until_ready,
-)
+from payments_service import payments_pb2_grpc
+from tests.support.postgres import port_of, rows
+from tests.support.processes import NOT_SERVING, SERVING, wait_for_health, wait_until_ready
+from tests.support.proxy import TcpProxy
+from tests.support.requests import valid_request
+from tests.support.servers import RunningServer, ServerFactory, make_settings
 
 pytestmark = pytest.mark.postgres
 
@@ -60,15 +55,9 @@ def _server(server_factory: ServerFactory, database_url: str, proxy: TcpProxy) -
     return app
 
 
-def _request(key: str) -> payments_pb2.RequestPaymentRequest:
-    return payments_pb2.RequestPaymentRequest(
-        amount_minor=500, currency="USD", order_id="order-outage", idempotency_key=key
-    )
-
-
 def _call(stub: payments_pb2_grpc.PaymentServiceStub, key: str) -> Outcome:
     try:
-        response = stub.RequestPayment(_request(key), timeout=10)
+        response = stub.RequestPayment(valid_request(key), timeout=10)
     except grpc.RpcError as error:
         return Outcome(key, error.code())
     return Outcome(key, grpc.StatusCode.OK, response.payment_id)

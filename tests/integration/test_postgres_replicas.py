@@ -7,7 +7,6 @@ memory), and every acknowledged payment must survive the process that acknowledg
 from __future__ import annotations
 
 import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,44 +16,20 @@ import pytest
 
 from payments_service import payments_pb2, payments_pb2_grpc
 from payments_service.transport.conversion import CREATED_MESSAGE, REPLAYED_MESSAGE
-from tests.conftest import free_port, start_server_process
-from tests.postgres_support import (
-    replica_env,
-    rows,
-    stop_process,
-    wait_until_ready,
-)
+from tests.support.postgres import rows, start_replica
+from tests.support.processes import stop_process
+from tests.support.requests import valid_request
 
 pytestmark = pytest.mark.postgres
-
-
-def _start(url: str) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
-    process = start_server_process(replica_env(url, port))
-    try:
-        wait_until_ready(port)
-    except TimeoutError:
-        pytest.fail(f"replica did not become ready:\n{stop_process(process)}")
-    return process, port
 
 
 @pytest.fixture
 def replicas(database_url: str) -> Iterator[list[int]]:
     """Two server processes on the same database; yields their ports."""
-    started = [_start(database_url), _start(database_url)]
+    started = [start_replica(database_url), start_replica(database_url)]
     yield [port for _, port in started]
     for process, _ in started:
         stop_process(process)
-
-
-def _request(key: str, amount: int = 1250) -> payments_pb2.RequestPaymentRequest:
-    return payments_pb2.RequestPaymentRequest(
-        amount_minor=amount,
-        currency="EUR",
-        order_id="order-42",
-        idempotency_key=key,
-        metadata={"cart": "c-1"},
-    )
 
 
 def test_concurrent_identical_requests_on_two_replicas_create_one_payment(
@@ -66,7 +41,7 @@ def test_concurrent_identical_requests_on_two_replicas_create_one_payment(
 
     def call(i: int) -> payments_pb2.RequestPaymentResponse:
         response: payments_pb2.RequestPaymentResponse = stubs[i % 2].RequestPayment(
-            _request(key), timeout=30
+            valid_request(key), timeout=30
         )
         return response
 
@@ -93,14 +68,14 @@ def test_reused_key_with_other_parameters_is_refused_by_either_replica(
     first_port, second_port = replicas
     with grpc.insecure_channel(f"127.0.0.1:{first_port}") as channel:
         created = payments_pb2_grpc.PaymentServiceStub(channel).RequestPayment(
-            _request(key), timeout=10
+            valid_request(key), timeout=10
         )
 
     for port in (first_port, second_port):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = payments_pb2_grpc.PaymentServiceStub(channel)
             with pytest.raises(grpc.RpcError) as raised:
-                stub.RequestPayment(_request(key, amount=999), timeout=10)
+                stub.RequestPayment(valid_request(key, amount_minor=999), timeout=10)
             assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
             # ...and the other replica serves the payment the first one created.
             fetched = stub.GetPayment(
@@ -111,20 +86,22 @@ def test_reused_key_with_other_parameters_is_refused_by_either_replica(
 
 
 def test_acknowledged_payments_survive_sigkill_and_retries_replay(database_url: str) -> None:
-    process, port = _start(database_url)
+    process, port = start_replica(database_url)
     keys = [f"durable-{i:03d}-{uuid.uuid4().hex[:8]}" for i in range(60)]
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = payments_pb2_grpc.PaymentServiceStub(channel)
             acknowledged = {
-                key: stub.RequestPayment(_request(key, amount=100 + i), timeout=10).payment_id
+                key: stub.RequestPayment(
+                    valid_request(key, amount_minor=100 + i), timeout=10
+                ).payment_id
                 for i, key in enumerate(keys)
             }
     finally:
         stop_process(process, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL
 
-    process, port = _start(database_url)
+    process, port = start_replica(database_url)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = payments_pb2_grpc.PaymentServiceStub(channel)
@@ -134,7 +111,7 @@ def test_acknowledged_payments_survive_sigkill_and_retries_replay(database_url: 
                     payments_pb2.GetPaymentRequest(payment_id=payment_id), timeout=10
                 )
                 assert (fetched.payment_id, fetched.amount_minor) == (payment_id, 100 + i)
-                replay = stub.RequestPayment(_request(key, amount=100 + i), timeout=10)
+                replay = stub.RequestPayment(valid_request(key, amount_minor=100 + i), timeout=10)
                 assert (replay.payment_id, replay.message) == (payment_id, REPLAYED_MESSAGE)
     finally:
         stop_process(process)

@@ -13,12 +13,15 @@ import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 from psycopg.conninfo import conninfo_to_dict
 
-from payments_service import payments_pb2, payments_pb2_grpc
+from payments_service import payments_pb2_grpc
 from payments_service.domain.payment import Payment, PaymentRequest
 from payments_service.storage.postgres import PostgresPaymentRepository
-from tests.conftest import free_port, make_settings, running_server
-from tests.otlp_receiver import running_receiver
-from tests.postgres_support import rows, wait_until_ready
+from tests.support.network import free_port
+from tests.support.otlp_receiver import running_receiver
+from tests.support.postgres import rows
+from tests.support.processes import wait_until_ready
+from tests.support.requests import valid_request
+from tests.support.servers import make_settings, running_server
 
 pytestmark = pytest.mark.postgres
 
@@ -35,12 +38,7 @@ def test_queries_are_client_spans_under_the_rpc_span(database_url: str) -> None:
             with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
                 stub = payments_pb2_grpc.PaymentServiceStub(channel)
                 stub.RequestPayment(
-                    payments_pb2.RequestPaymentRequest(
-                        amount_minor=1,
-                        currency="USD",
-                        order_id="o-1",
-                        idempotency_key=f"span-{uuid.uuid4().hex}",
-                    ),
+                    valid_request(f"span-{uuid.uuid4().hex}"),
                     timeout=10,
                 )
         spans = receiver.spans()

@@ -15,10 +15,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from payments_service import payments_pb2, payments_pb2_grpc
+from payments_service import payments_pb2_grpc
 from payments_service.config import Settings, default_value
-from tests.conftest import ROOT, free_port, start_server_process, wait_for_port
-from tests.postgres_support import wait_for_health
+from tests.support.environment import ROOT
+from tests.support.network import free_port, wait_for_port
+from tests.support.processes import start_server_process, wait_for_health
+from tests.support.requests import valid_request
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 SEED_EXAMPLE = ROOT / "tests" / "integration" / "seed_client_example.py"
@@ -94,7 +96,8 @@ def test_the_seed_python_example_runs_verbatim() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Payment ID: ")
-    assert uuid.UUID(lines[0].removeprefix("Payment ID: "))
+    payment_id = lines[0].removeprefix("Payment ID: ")
+    assert str(uuid.UUID(payment_id)) == payment_id
     assert lines[1:] == [
         "Status: 1",
         "Message: Payment created",
@@ -120,13 +123,7 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones() -> None:
         stub = payments_pb2_grpc.PaymentServiceStub(channel)
         while not stop.is_set():
             started = time.monotonic()
-            request = payments_pb2.RequestPaymentRequest(
-                amount_minor=100,
-                currency="EUR",
-                order_id="o-1",
-                idempotency_key=f"k-{uuid.uuid4()}",
-                metadata={f"k{i}": "x" * 400 for i in range(50)},
-            )
+            request = valid_request(metadata={f"k{i}": "x" * 400 for i in range(50)})
             try:
                 stub.RequestPayment(request, timeout=30)
                 code = grpc.StatusCode.OK
@@ -169,7 +166,8 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones() -> None:
     assert health_after_sigterm != [health_pb2.HealthCheckResponse.SERVING]
     in_flight = [r for r in results if r[0] < sigterm_at < r[1]]
     before = [r for r in results if r[1] < sigterm_at]
-    assert before and all(code == grpc.StatusCode.OK for _, _, code in before)
+    assert before
+    assert all(code == grpc.StatusCode.OK for _, _, code in before)
     # Every call the clients had sent when SIGTERM came was completed, none cancelled:
     # with one worker slot, most of them were waiting their turn in the server.
     assert len(in_flight) >= len(threads) // 2, results[-50:]

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.conftest import RunningServer, ServerFactory, make_settings
+from tests.support.servers import RunningServer, ServerFactory, make_settings
 
 V1_INFO = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 V1ALPHA_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import signal
 import urllib.request
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import free_port, start_server_process, wait_for_port
-from tests.otlp_receiver import running_receiver
-from tests.postgres_support import replica_env, stop_process, wait_until_ready
+from tests.support.network import free_port, wait_for_port
+from tests.support.otlp_receiver import running_receiver
+from tests.support.postgres import replica_env
+from tests.support.processes import start_server_process, stop_process, wait_until_ready
+from tests.support.requests import valid_request
 
 pytestmark = pytest.mark.postgres
 
@@ -30,25 +31,19 @@ REUSED_VALUE = "other-marker-value-8a2f"
 MARKERS = (DATABASE_SECRET, IDEMPOTENCY_KEY, METADATA_KEY, METADATA_VALUE, REUSED_VALUE)
 
 
-def _request(key: str, metadata: dict[str, str]) -> payments_pb2.RequestPaymentRequest:
-    return payments_pb2.RequestPaymentRequest(
-        amount_minor=999,
-        currency="GBP",
-        order_id="order-sec",
-        idempotency_key=key,
-        metadata=metadata,
-    )
-
-
 def _calls(stub: payments_pb2_grpc.PaymentServiceStub, errors: list[str]) -> None:
     """Every path a marker can take: create, replay, reuse, invalid, undecodable, lookups."""
-    created = stub.RequestPayment(_request(IDEMPOTENCY_KEY, {METADATA_KEY: METADATA_VALUE}))
-    stub.RequestPayment(_request(IDEMPOTENCY_KEY, {METADATA_KEY: METADATA_VALUE}))  # replay
+    stored = valid_request(IDEMPOTENCY_KEY, metadata={METADATA_KEY: METADATA_VALUE})
+    created = stub.RequestPayment(stored)
+    stub.RequestPayment(stored)  # replay
     stub.GetPayment(payments_pb2.GetPaymentRequest(payment_id=created.payment_id))
     failing = [
-        _request(IDEMPOTENCY_KEY, {METADATA_KEY: REUSED_VALUE}),  # FAILED_PRECONDITION
-        _request(IDEMPOTENCY_KEY + "\x07", {METADATA_KEY: METADATA_VALUE * 30}),  # invalid
-        _request("short", {METADATA_KEY * 5: METADATA_VALUE}),  # invalid key and meta key
+        # FAILED_PRECONDITION
+        valid_request(IDEMPOTENCY_KEY, metadata={METADATA_KEY: REUSED_VALUE}),
+        # invalid
+        valid_request(IDEMPOTENCY_KEY + "\x07", metadata={METADATA_KEY: METADATA_VALUE * 30}),
+        # invalid key and meta key
+        valid_request("short", metadata={METADATA_KEY * 5: METADATA_VALUE}),
     ]
     for request in failing:
         try:
@@ -65,9 +60,9 @@ def _calls(stub: payments_pb2_grpc.PaymentServiceStub, errors: list[str]) -> Non
 
 
 @pytest.fixture
-def url_with_password(database_url: str) -> Iterator[str]:
+def url_with_password(database_url: str) -> str:
     """The test database's URL with a password in it (trust auth ignores it)."""
-    yield make_conninfo(database_url, password=DATABASE_SECRET)
+    return make_conninfo(database_url, password=DATABASE_SECRET)
 
 
 def test_markers_appear_in_no_log_span_metric_or_error_message(url_with_password: str) -> None:
@@ -101,7 +96,10 @@ def test_markers_appear_in_no_log_span_metric_or_error_message(url_with_password
         spans = "\n".join(str(span.span) for span in receiver.spans())
 
     assert process.returncode == 0, logs
-    assert len(errors) == 6 and spans and metrics and logs  # every output was produced
+    assert len(errors) == 6
+    assert spans
+    assert metrics
+    assert logs
     assert conninfo_to_dict(url_with_password)["password"] == DATABASE_SECRET
     outputs = {"logs": logs, "spans": spans, "metrics": metrics, "errors": "\n".join(errors)}
     leaks = {

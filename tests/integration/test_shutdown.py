@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,9 +37,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import ROOT, free_port, require
-from tests.integration.server_process import ServerProcess, new_payment
-from tests.postgres_support import TcpProxy, port_of, rows, wait_until_ready
+from tests.support.environment import ROOT, require
+from tests.support.network import free_port
+from tests.support.postgres import port_of, rows
+from tests.support.processes import CapturedServer, wait_until_ready
+from tests.support.proxy import TcpProxy
+from tests.support.requests import valid_request
 
 pytestmark = pytest.mark.postgres
 
@@ -99,9 +103,14 @@ class GrpcioClient:
     def _send(self, name: str, index: int, sent: float = 0.0) -> tuple[float, float, Any]:
         started = time.monotonic()
         future = self._stubs[index % len(self._stubs)].RequestPayment.future(
-            new_payment(f"grpcio-{name}-{index}"), timeout=CALL_DEADLINE_SECONDS
+            valid_request(f"grpcio-{name}-{index}-{uuid.uuid4().hex}"),
+            timeout=CALL_DEADLINE_SECONDS,
         )
-        future.add_done_callback(lambda f: self._ended.setdefault(id(f), time.monotonic()))
+
+        def ended(done: grpc.Future[Any]) -> None:
+            self._ended.setdefault(id(done), time.monotonic())
+
+        future.add_done_callback(ended)
         return sent, started, future
 
     def send_in_flight(self) -> None:
@@ -215,7 +224,8 @@ def node_setup(tmp_path_factory: pytest.TempPathFactory) -> NodeSetup:
     """Node with the locked packages of tests/interop/node (``npm ci`` when missing)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     require(node is not None and npm is not None, "node and npm are not installed")
-    assert node is not None and npm is not None
+    assert node is not None
+    assert npm is not None
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
     major = int(version.stdout.strip().lstrip("v").split(".")[0])
     require(major >= NODE_MAJOR_VERSION, f"Node {NODE_MAJOR_VERSION}+ is needed, not {major}")
@@ -250,7 +260,7 @@ def node_setup(tmp_path_factory: pytest.TempPathFactory) -> NodeSetup:
 
 @dataclass
 class PausedServer:
-    server: ServerProcess
+    server: CapturedServer
     port: int
     proxy: TcpProxy
     database_url: str
@@ -268,7 +278,7 @@ def paused_server(database_url: str) -> Iterator[PausedServer]:
         "STORAGE_BACKEND": "postgres",
         "DATABASE_URL": make_conninfo(database_url, host="127.0.0.1", port=proxy.port),
     }
-    with ServerProcess(env) as server:
+    with CapturedServer(env) as server:
         try:
             wait_until_ready(port)
         except TimeoutError:

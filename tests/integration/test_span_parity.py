@@ -27,15 +27,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from payments_service.domain.errors import StoreUnavailableError
-from payments_service.domain.payment import Payment
 from payments_service.service import PaymentService
-from payments_service.storage import InMemoryPaymentRepository
 from payments_service.transport.calls import add_guarded
 from payments_service.transport.health import HealthService
 from payments_service.transport.servicer import SERVICE_NAME, PaymentServicer
-from tests.conftest import LoopThread, make_settings, running_server
-from tests.otlp_receiver import ReceivedSpan, running_receiver
+from tests.support.otlp_receiver import ReceivedSpan, running_receiver
+from tests.support.repositories import FaultyRepository
+from tests.support.requests import valid_request
+from tests.support.servers import LoopThread, make_settings, running_server
 
 PARENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"
@@ -46,34 +45,23 @@ PAYMENT_ATTRIBUTES = {"payments.outcome", "payments.currency", "payments.amount_
 NETWORK_ATTRIBUTES = {"network.peer.address"}  # and network.peer.port
 
 
-def _request(key: str, amount: int = 1250) -> payments_pb2.RequestPaymentRequest:
-    return payments_pb2.RequestPaymentRequest(
-        amount_minor=amount, currency="EUR", order_id="order-1", idempotency_key=key
-    )
-
-
 #: label -> (method, request, invocation metadata)
 CALLS: dict[str, tuple[str, Any, tuple[tuple[str, str], ...]]] = {
-    "created, child of the caller": ("RequestPayment", _request("parity-key-0001"), TRACEPARENT),
-    "created, a root span": ("RequestPayment", _request("parity-key-0002"), ()),
-    "invalid": ("RequestPayment", _request("parity-key-0003", amount=0), ()),
+    "created, child of the caller": (
+        "RequestPayment",
+        valid_request("parity-key-0001"),
+        TRACEPARENT,
+    ),
+    "created, a root span": ("RequestPayment", valid_request("parity-key-0002"), ()),
+    "invalid": ("RequestPayment", valid_request("parity-key-0003", amount_minor=0), ()),
     "not found": (
         "GetPayment",
         payments_pb2.GetPaymentRequest(payment_id="00000000-0000-4000-8000-000000000000"),
         TRACEPARENT,
     ),
     "health": ("Health", payments_pb2.HealthRequest(), ()),
-    "store down": ("RequestPayment", _request("down-parity-0004"), TRACEPARENT),
+    "store down": ("RequestPayment", valid_request("down-parity-0004"), TRACEPARENT),
 }
-
-
-class FaultyRepository(InMemoryPaymentRepository):
-    """The in-memory store, unavailable for idempotency keys starting with "down-"."""
-
-    async def add_if_absent(self, payment: Payment) -> Payment:
-        if payment.idempotency_key.startswith("down-"):
-            raise StoreUnavailableError()
-        return await super().add_if_absent(payment)
 
 
 def _make_calls(port: int) -> None:

@@ -11,9 +11,12 @@ import urllib.request
 
 import grpc
 
-from payments_service import payments_pb2, payments_pb2_grpc
-from tests.conftest import ROOT, free_port, start_server_process, wait_for_port
-from tests.otlp_receiver import running_receiver
+from payments_service import payments_pb2_grpc
+from tests.support.environment import ROOT
+from tests.support.network import free_port, wait_for_port
+from tests.support.otlp_receiver import running_receiver
+from tests.support.processes import start_server_process
+from tests.support.requests import valid_request
 
 SERVICE = "payments.v1.PaymentService"
 
@@ -39,12 +42,7 @@ def test_process_exports_spans_serves_metrics_and_logs_json_with_trace_ids() -> 
             wait_for_port(port)
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 payments_pb2_grpc.PaymentServiceStub(channel).RequestPayment(
-                    payments_pb2.RequestPaymentRequest(
-                        amount_minor=500,
-                        currency="JPY",
-                        order_id="o-9",
-                        idempotency_key="proc-key-1",
-                    )
+                    valid_request("proc-key-1", amount_minor=500, currency="JPY", order_id="o-9")
                 )
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
@@ -108,14 +106,7 @@ def test_sigterm_with_an_unreachable_collector_exits_within_the_bound() -> None:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = payments_pb2_grpc.PaymentServiceStub(channel)
             for i in range(20):
-                stub.RequestPayment(
-                    payments_pb2.RequestPaymentRequest(
-                        amount_minor=500,
-                        currency="EUR",
-                        order_id="o-1",
-                        idempotency_key=f"k-{i:08}",
-                    )
-                )
+                stub.RequestPayment(valid_request(f"k-{i:08}"))
         time.sleep(1.5)  # the exporter is now between retries
     finally:
         sent = time.monotonic()

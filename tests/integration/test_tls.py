@@ -14,10 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service.payments_pb2_grpc import PaymentServiceStub
 from payments_service.transport.tls import RECHECK_SECONDS
-from tests.conftest import RunningServer, ServerFactory, free_port
-from tests.integration.certificates import CertificateAuthority, Issued
-from tests.integration.conftest import start_tls_server
-from tests.integration.hardening_support import valid_request
+from tests.support.certificates import CertificateAuthority, Issued
+from tests.support.network import free_port
+from tests.support.requests import valid_request
+from tests.support.servers import RunningServer, ServerFactory, start_tls_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -81,7 +81,7 @@ def test_mutual_tls_requires_a_client_certificate_from_the_client_ca(
 
 
 def test_probes_pass_on_the_plaintext_health_port_which_serves_nothing_else(
-    server_factory: ServerFactory, authority: CertificateAuthority, server_certificate: Issued
+    server_factory: ServerFactory, server_certificate: Issued
 ) -> None:
     app = start_tls_server(server_factory, server_certificate, health_port=free_port())
     assert app.health_port is not None

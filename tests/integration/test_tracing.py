@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -17,27 +17,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from payments_service import __version__, payments_pb2, payments_pb2_grpc
-from payments_service.domain.errors import StoreUnavailableError
-from payments_service.domain.payment import Payment
 from payments_service.observability.logging import JsonFormatter
-from payments_service.storage import InMemoryPaymentRepository
-from tests.conftest import make_settings, running_server
-from tests.otlp_receiver import ReceivedSpan, running_receiver
+from tests.support.otlp_receiver import ReceivedSpan, running_receiver
+from tests.support.repositories import FaultyRepository
+from tests.support.requests import valid_request
+from tests.support.servers import make_settings, running_server
 
 SERVICE = "payments.v1.PaymentService"
 PARENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"
-
-
-class FaultyRepository(InMemoryPaymentRepository):
-    """The in-memory store, failing on purpose for idempotency keys with a fault prefix."""
-
-    async def add_if_absent(self, payment: Payment) -> Payment:
-        if payment.idempotency_key.startswith("crash-"):
-            raise RuntimeError("simulated bug")
-        if payment.idempotency_key.startswith("down-"):
-            raise StoreUnavailableError()
-        return await super().add_if_absent(payment)
 
 
 @dataclass
@@ -50,17 +38,17 @@ class Scenario:
 def _request(
     key: str, amount: int = 1250, currency: str = "EUR"
 ) -> payments_pb2.RequestPaymentRequest:
-    return payments_pb2.RequestPaymentRequest(
+    return valid_request(
+        key,
         amount_minor=amount,
         currency=currency,
         order_id="order-1",
-        idempotency_key=key,
         metadata={"customer_note": "secret-value-123"},
     )
 
 
 @pytest.fixture(scope="module")
-def scenario() -> Iterator[Scenario]:
+def scenario() -> Scenario:
     log_stream = io.StringIO()
     handler = logging.StreamHandler(log_stream)
     handler.setFormatter(JsonFormatter())
@@ -79,7 +67,7 @@ def scenario() -> Iterator[Scenario]:
                 grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel,
             ):
                 stub = payments_pb2_grpc.PaymentServiceStub(channel)
-                calls = {
+                calls: dict[str, Callable[[], object]] = {
                     "created": lambda: stub.RequestPayment(
                         _request("key-00000001"),
                         metadata=(("traceparent", f"00-{PARENT_TRACE_ID}-{PARENT_SPAN_ID}-01"),),
@@ -108,7 +96,7 @@ def scenario() -> Iterator[Scenario]:
         access.removeHandler(handler)
         access.setLevel(previous_level)
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
-    yield Scenario(spans=spans, codes=codes, log_lines=lines)
+    return Scenario(spans=spans, codes=codes, log_lines=lines)
 
 
 def _server_spans(scenario: Scenario) -> list[ReceivedSpan]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from tests.integration.hardening_support import valid_request
+from tests.support.requests import valid_request
 
 LOOPBACK = "127.0.0.1"
 
@@ -44,7 +45,7 @@ def probes(port: int, count: int, timeout: float = 1.0) -> list[str]:
         return list(pool.map(lambda s: probe(port, s, timeout), services[:count]))
 
 
-def _outcome(call: grpc.Future) -> str:
+def _outcome(call: grpc.Future[Any]) -> str:
     try:
         call.result()
     except grpc.RpcError as error:

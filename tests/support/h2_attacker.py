@@ -1,9 +1,10 @@
-"""A raw HTTP/2 client for the attack tests, built from frames (hyperframe) and HPACK (hpack).
+"""A raw HTTP/2 client for the attack and log tests: frames (hyperframe) and HPACK (hpack).
 
 A gRPC client library behaves; an attacker does not. This client sends what the attack
 tests need and nothing more: it advertises any flow-control window (zero included), opens
 streams and never sends their message, ignores the server's MAX_CONCURRENT_STREAMS,
-resets streams the moment it opens them and floods PINGs. It speaks plaintext HTTP/2 with
+resets streams the moment it opens them, floods PINGs and sends header values (control
+characters) that gRPC libraries refuse to send. It speaks plaintext HTTP/2 with
 prior knowledge, as gRPC does without TLS, and only to loopback.
 
 It is polite where politeness costs the attack nothing: it acknowledges the server's
@@ -217,6 +218,17 @@ class Connection:
         """Send one length-prefixed gRPC message (and, by default, close our side)."""
         self.send_data(stream_id, grpc_message(payload), end_stream=end_stream)
 
+    def call(
+        self, path: str, body: bytes | None, *, headers: Headers = (), timeout: float = 5.0
+    ) -> Stream:
+        """One call on a new stream of this connection: HEADERS, then ``body`` as raw DATA
+        (None: no DATA, END_STREAM on the HEADERS), then whatever the server answers within
+        ``timeout``."""
+        stream_id = self.open_stream(path, headers, end_stream=body is None)
+        if body is not None:
+            self.send_data(stream_id, body)
+        return self.wait(stream_id, timeout)
+
     def ping(self, opaque: bytes = b"attacker") -> None:
         self.write([PingFrame(0, opaque_data=opaque)])
 
@@ -386,10 +398,7 @@ def unary_call(
     """One call on a fresh connection: HEADERS, then ``body`` as raw DATA (None: no DATA,
     END_STREAM on the HEADERS), then whatever the server answers within ``timeout``."""
     with connected(port) as connection:
-        stream_id = connection.open_stream(path, headers, end_stream=body is None)
-        if body is not None:
-            connection.send_data(stream_id, body)
-        return connection.wait(stream_id, timeout)
+        return connection.call(path, body, headers=headers, timeout=timeout)
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2
 
-from tests.conftest import free_port, start_server_process
-from tests.postgres_support import wait_for_health
+from tests.support.network import free_port
+from tests.support.processes import start_server_process, wait_for_health
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 #: What marks a log line as an error (text format) or a traceback in the output.

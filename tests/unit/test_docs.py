@@ -8,7 +8,7 @@ import tomllib
 
 from payments_service import __version__
 from payments_service.config import Settings, default_value, settings_env_file
-from tests.conftest import ROOT
+from tests.support.environment import ROOT
 
 README = (ROOT / "README.md").read_text()
 

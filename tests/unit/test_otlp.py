@@ -30,7 +30,7 @@ from opentelemetry.trace import (
 )
 
 from payments_service.observability.otlp import OTLPSpanExporter, encode_spans
-from tests.otlp_receiver import running_receiver
+from tests.support.otlp_receiver import running_receiver
 
 RESOURCE = Resource({"service.name": "payments-service", "service.version": "1.0", "n": 3})
 

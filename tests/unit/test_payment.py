@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 from payments_service.domain.payment import Payment, PaymentRequest, PaymentStatus
 
 
-def request(**changes: object) -> PaymentRequest:
-    values: dict[str, object] = {
+def request(**changes: Any) -> PaymentRequest:
+    values: dict[str, Any] = {
         "amount_minor": 1250,
         "currency": "USD",
         "order_id": "order-123",
@@ -28,8 +29,9 @@ def test_new_payment_is_pending_with_a_uuid_and_utc_time() -> None:
     payment = Payment.new(request())
     assert uuid.UUID(payment.payment_id).version == 4
     assert payment.status is PaymentStatus.PENDING
-    assert payment.created_at.utcoffset() is not None
-    assert payment.created_at.utcoffset().total_seconds() == 0
+    offset = payment.created_at.utcoffset()
+    assert offset is not None
+    assert offset.total_seconds() == 0
 
 
 def test_fingerprint_ignores_metadata_order_and_the_key() -> None:

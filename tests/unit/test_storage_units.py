@@ -41,7 +41,7 @@ def test_database_url_never_appears_in_configuration_errors(
 def test_connections_carry_timeouts_and_keep_options_from_the_url() -> None:
     url = "postgresql://app@db:6432/payments?options=-csearch_path%3Dtenant_a"
     details = conninfo_to_dict(connection_settings(url, timeout_seconds=2.5))
-    assert details["options"].split(" ") == [
+    assert str(details["options"]).split(" ") == [
         "-csearch_path=tenant_a",
         "-c",
         "statement_timeout=2500",

@@ -18,7 +18,7 @@ from payments_service.observability.tracing import (
     build_tracing,
 )
 from payments_service.server import main
-from tests.conftest import make_settings
+from tests.support.servers import make_settings
 
 
 def test_unknown_sampler_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:

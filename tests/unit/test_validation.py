@@ -33,9 +33,11 @@ def violations(**changes: object) -> list[tuple[str, str]]:
     try:
         validate_payment_request(PaymentRequest(**{**VALID, **changes}))  # type: ignore[arg-type]
     except ValidationError as error:
-        assert error.violations, "a ValidationError always names a violation"
-        return [(v.field, v.description) for v in error.violations]
-    return []
+        found = error.violations
+    else:
+        return []
+    assert found, "a ValidationError always names a violation"
+    return [(v.field, v.description) for v in found]
 
 
 def fields(**changes: object) -> list[str]:
@@ -145,10 +147,11 @@ def test_counts_in_messages_read_as_english() -> None:
     ]
     assert violations(metadata=two)[0][1].endswith("(2 entries break this)")
     messages = {}
-    for name, changes in {
+    cases: dict[str, dict[str, object]] = {
         "one": {"currency": "usd"},
         "two": {"currency": "", "amount_minor": 0},
-    }.items():
+    }
+    for name, changes in cases.items():
         with pytest.raises(ValidationError) as caught:
             validate_payment_request(PaymentRequest(**{**VALID, **changes}))  # type: ignore[arg-type]
         messages[name] = str(caught.value)

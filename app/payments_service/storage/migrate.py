@@ -86,7 +86,7 @@ def apply_migrations(conninfo: str, *, connect_timeout: float = 10.0) -> list[Mi
         try:
             conn.execute(_CREATE_HISTORY)
             rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
-            recorded: dict[int, str] = {version: checksum for version, checksum in rows}
+            recorded: dict[int, str] = dict(rows)
             for migration in migrations:
                 checksum = recorded.get(migration.version)
                 if checksum is not None:

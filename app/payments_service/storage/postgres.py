@@ -171,11 +171,11 @@ class StatementObserver(Protocol):
 
 
 class _Unobserved:
-    def batch(self, size: int) -> None:
+    def batch(self, _size: int) -> None:
         return None
 
     @contextmanager
-    def statement(self, operation: str, text: str) -> Iterator[StatementRecord]:
+    def statement(self, _operation: str, _text: str) -> Iterator[StatementRecord]:
         yield self
 
 

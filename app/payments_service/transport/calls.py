@@ -258,7 +258,7 @@ def guard_unary(
 ) -> Unary:
     """Wrap a unary handler: admission, decoding, error mapping, and telling ``observer``."""
 
-    async def handle(requests: Any, context: Context) -> Any:
+    async def handle(_requests: Any, context: Context) -> Any:
         request = await context.read()
         call = observer.started(context) if observer is not None else None
         if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks it

@@ -61,7 +61,7 @@ class HealthService(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         return health_pb2.HealthCheckResponse(status=status)
 
     async def List(
-        self, request: health_pb2.HealthListRequest, context: Context
+        self, _request: health_pb2.HealthListRequest, _context: Context
     ) -> health_pb2.HealthListResponse:
         return health_pb2.HealthListResponse(
             statuses={

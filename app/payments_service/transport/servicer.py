@@ -24,18 +24,18 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         self._health = health
 
     async def RequestPayment(
-        self, request: payments_pb2.RequestPaymentRequest, context: Context
+        self, request: payments_pb2.RequestPaymentRequest, _context: Context
     ) -> payments_pb2.RequestPaymentResponse:
         result = await self._service.request_payment(payment_request_from_proto(request))
         return payment_result_to_proto(result)
 
     async def GetPayment(
-        self, request: payments_pb2.GetPaymentRequest, context: Context
+        self, request: payments_pb2.GetPaymentRequest, _context: Context
     ) -> payments_pb2.Payment:
         return payment_to_proto(await self._service.get_payment(request.payment_id))
 
     async def Health(
-        self, request: payments_pb2.HealthRequest, context: Context
+        self, _request: payments_pb2.HealthRequest, _context: Context
     ) -> payments_pb2.HealthResponse:
         # The same answer the standard grpc.health.v1 service gives for this service.
         status = self._health.status(SERVICE_NAME) or health_pb2.HealthCheckResponse.UNKNOWN

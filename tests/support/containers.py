@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import ROOT, require, require_tool
+from tests.support.environment import ROOT, require, require_tool
 
 LABEL = "payments-service-test"
 CI_CONTAINERS_CONF = ROOT / "build" / "containers.conf"
@@ -276,7 +276,7 @@ def health(target: str, service: str = "", timeout: float = 2.0) -> str:
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.RpcError as error:
-            return str(error.code().name)  # type: ignore[attr-defined]
+            return str(error.code().name)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
 
 
@@ -313,5 +313,6 @@ def assert_no_privileges(status: dict[str, str], uid: int, gid: int) -> None:
 def assert_read_only_root(podman: Podman, container: str) -> None:
     """Writing to the image's files fails; /tmp takes a file."""
     probe = podman.run("exec", container, "touch", "/opt/venv/probe", check=False)
-    assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe.stderr
+    assert probe.returncode != 0, probe.stderr
+    assert "Read-only file system" in probe.stderr, probe.stderr
     podman.exec(container, "sh", "-c", "echo probe > /tmp/probe && rm /tmp/probe")

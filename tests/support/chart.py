@@ -10,11 +10,15 @@ import pytest
 import yaml
 
 from payments_service.config import Settings, load_settings
-from tests.conftest import ROOT, require, require_tool
+from tests.support.environment import ROOT, require, require_tool
 
 CHART = ROOT / "helm" / "payments-service"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 KIND_VALUES = sorted((ROOT / "k8s" / "kind").glob("values*.yaml"))
+#: Kubernetes versions the rendered objects must validate against: every version from the
+#: oldest the chart supports (Chart.yaml kubeVersion) to 1.33, the kind node's (k8s/kind/
+#: cluster.yaml) and the newest kubernetes-validate ships.
+KUBE_VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.35.0", "1.37.0")
 RELEASE = "payments-service"
 NAMESPACE = "payments"
 #: The chart has no default image (there is no public one): every render names one.
@@ -102,7 +106,7 @@ def assert_tool_passes(tool: str, *args: str) -> None:
 
 def mount_tls_secret(directory: Path) -> None:
     """What the kubelet mounts from a kubernetes.io/tls Secret with ca.crt (mutual TLS)."""
-    from tests.integration.certificates import CertificateAuthority
+    from tests.support.certificates import CertificateAuthority
 
     authority = CertificateAuthority(directory)
     server = authority.issue("server", server=True)

@@ -64,7 +64,7 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self.requests = 0
 
     def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+        self, request: trace_service_pb2.ExportTraceServiceRequest, _context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         received = [
             ReceivedSpan(span, attributes(resource_spans.resource.attributes))

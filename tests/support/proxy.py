@@ -1,77 +1,12 @@
-"""PostgreSQL for tests: a throw-away database per use, and a TCP proxy that can fail it.
-
-The server is DATABASE_URL from the environment, or the local one on 127.0.0.1:5432.
-Without it the tests skip locally and fail under CI=true (see ``require``).
-"""
+"""A TCP proxy in front of a server (the database) that can fail it on the test's word."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import selectors
-import signal
 import socket
-import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-
-import grpc
-import psycopg
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-from payments_service.storage.migrate import apply_migrations
-from payments_service.transport.servicer import SERVICE_NAME as SERVICE
-from tests.conftest import require
-
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def server_url() -> str:
-    """The PostgreSQL the tests use (a database on it that they may create databases from)."""
-    return os.environ.get("DATABASE_URL") or DEFAULT_URL
-
-
-def require_postgres() -> str:
-    """The server URL, after checking that it answers (skip locally, fail under CI)."""
-    url = server_url()
-    try:
-        with psycopg.connect(url, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as error:
-        require(False, f"PostgreSQL is not reachable ({type(error).__name__}: {error})")
-    return url
-
-
-def with_database(url: str, dbname: str, **overrides: str | int) -> str:
-    """``url`` pointing at ``dbname`` (and any other conninfo overrides)."""
-    return make_conninfo(url, dbname=dbname, **overrides)
-
-
-@contextlib.contextmanager
-def fresh_database(*, migrate: bool = True) -> Iterator[str]:
-    """A new, empty database (migrated unless asked not to), dropped afterwards."""
-    admin_url = require_postgres()
-    name = f"payments_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    url = with_database(admin_url, name)
-    try:
-        if migrate:
-            apply_migrations(url)
-        yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-
-
-def port_of(url: str) -> tuple[str, int]:
-    details = conninfo_to_dict(url)
-    return str(details.get("host") or "127.0.0.1"), int(details.get("port") or 5432)
 
 
 class TcpProxy:
@@ -198,52 +133,3 @@ class TcpProxy:
             selector.close()
             for sock in (a, b):
                 sock.close()
-
-
-def replica_env(url: str, port: int, **extra: str) -> dict[str, str]:
-    """The environment of a server process on ``port`` using the database at ``url``."""
-    return {
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "STORAGE_BACKEND": "postgres",
-        "DATABASE_URL": url,
-        "MAX_WORKERS": "16",
-        "DATABASE_POOL_MAX_SIZE": "16",
-        "LOG_LEVEL": "WARNING",  # nobody reads the pipe until the end: keep it small
-        **extra,
-    }
-
-
-def wait_until_ready(port: int, timeout: float = 20.0) -> None:
-    """Block until the API's readiness (grpc.health.v1 for the service) says SERVING."""
-    wait_for_health(port, SERVING, timeout)
-
-
-def wait_for_health(port: int, status: int, timeout: float, service: str = SERVICE) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                last = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
-            except grpc.RpcError as error:
-                last = error.code()
-            if last == status:
-                return
-            time.sleep(0.1)
-    raise TimeoutError(f"health of {service!r} on port {port} is {last}, not {status}")
-
-
-def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
-    """Stop a server process (SIGKILL if ``sig`` is SIGKILL) and return its output."""
-    if process.poll() is None:
-        process.send_signal(sig)
-    output, _ = process.communicate(timeout=30)
-    return output
-
-
-def rows(url: str, query: str, *params: object) -> list[tuple[object, ...]]:
-    """Run a read-only query directly against the database."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
