@@ -62,8 +62,9 @@ def start_target(
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=(lambda: os.sched_setaffinity(0, {SERVER_CPU})) if pinned else None,
     )
+    if pinned:  # before the server starts a thread (no preexec_fn: grpc/grpc#43055)
+        os.sched_setaffinity(process.pid, {SERVER_CPU})
 
     def stop() -> None:
         process.send_signal(signal.SIGTERM)

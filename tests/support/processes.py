@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -43,18 +42,20 @@ def start_server_process(
     full_env["METRICS_PORT"] = "0"  # unless a test asks for /metrics: 9464 may be taken
     full_env.update(env or {})
 
-    def limit_descriptors() -> None:
-        if fd_limit is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
-
+    command = [sys.executable, *args]
+    if fd_limit is not None:
+        # The shell sets the limit (soft and hard) and becomes the server. No preexec_fn: it
+        # makes subprocess fork() instead of vfork(), and grpc's fork handler then restarts
+        # its poller in the child, which aborts on the descriptors closed before exec
+        # ("epoll_wait error: Bad file descriptor", SIGABRT; grpc/grpc#43055).
+        command = ["sh", "-c", f'ulimit -n {fd_limit} && exec "$@"', "sh", *command]
     return subprocess.Popen(
-        [sys.executable, *args],
+        command,
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=ROOT,
-        preexec_fn=limit_descriptors,
     )
 
 
