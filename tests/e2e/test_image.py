@@ -39,13 +39,13 @@ from payments_service import payments_pb2, payments_pb2_grpc
 from payments_service.config import Settings
 from tests.support import containers
 from tests.support.chart import NAMESPACE, RELEASE, manifests, render, single_object
+from tests.support.clients import health
 from tests.support.containers import (
     LABEL,
     Image,
     Podman,
     assert_no_privileges,
     assert_read_only_root,
-    health,
     megabytes,
     proc_status,
     wait_serving,

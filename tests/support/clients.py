@@ -20,15 +20,15 @@ from tests.support.requests import valid_request
 LOOPBACK = "127.0.0.1"
 
 
-def probe(port: int, service: str = "", timeout: float = 1.0) -> str:
-    """A health Check as the kubelet makes it (a fresh connection each time): the status
-    name (``SERVING``, ...), or the gRPC code's name when the call failed.
-
-    grpcio shares connections between channels to one address; the kubelet, another
-    process, never shares the attacker's: hence a subchannel pool of the probe's own.
-    """
-    own_connection = [("grpc.use_local_subchannel_pool", 1)]
-    with grpc.insecure_channel(f"{LOOPBACK}:{port}", options=own_connection) as channel:
+def health(
+    target: str,
+    service: str = "",
+    timeout: float = 2.0,
+    options: list[tuple[str, Any]] | None = None,
+) -> str:
+    """The status name a grpc.health.v1 Check on ``target`` answers (``SERVING``, ...), or
+    the gRPC code's name when the call failed."""
+    with grpc.insecure_channel(target, options=options or []) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
@@ -36,6 +36,16 @@ def probe(port: int, service: str = "", timeout: float = 1.0) -> str:
         except grpc.RpcError as error:
             return str(error.code().name)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+
+def probe(port: int, service: str = "", timeout: float = 1.0) -> str:
+    """A health Check as the kubelet makes it (a fresh connection each time).
+
+    grpcio shares connections between channels to one address; the kubelet, another
+    process, never shares the attacker's: hence a subchannel pool of the probe's own.
+    """
+    own_connection = [("grpc.use_local_subchannel_pool", 1)]
+    return health(f"{LOOPBACK}:{port}", service, timeout, options=own_connection)
 
 
 def probes(port: int, count: int, timeout: float = 1.0) -> list[str]:

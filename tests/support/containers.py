@@ -30,9 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from tests.support.clients import health
 from tests.support.environment import ROOT, require, require_tool
 
 LABEL = "payments-service-test"
@@ -266,18 +264,6 @@ def compressed_size(podman: Podman, image: Image, directory: Path) -> int:
 
 def megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
-
-
-def health(target: str, service: str = "", timeout: float = 2.0) -> str:
-    """The status name a grpc.health.v1 Check on ``target`` answers, or the error code."""
-    with grpc.insecure_channel(target) as channel:
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
-        except grpc.RpcError as error:
-            return str(error.code().name)
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
 
 
 def wait_serving(target: str, started: float, service: str = "", timeout: float = 60) -> float:
