@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from payments_service.config import ListenError, Settings
@@ -30,8 +31,6 @@ class Telemetry:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.tracing = build_tracing(settings)
-        #: The SDK's provider (the store's query spans), None without tracing.
-        self.tracer_provider = self.tracing.provider if self.tracing is not None else None
         self.registry: CollectorRegistry | None = None
         self.grpc_metrics: GrpcServerMetrics | None = None
         self.endpoint: MetricsEndpoint | None = None
@@ -46,8 +45,13 @@ class Telemetry:
             if self.tracing is not None
             else None
         )
-        #: What the call interceptor tells about each call (span, metrics, access log).
+        #: What the call guard tells about each call (span, metrics, access log).
         self.calls = CallTelemetry(self.grpc_metrics, spans, settings.slow_call_seconds)
+
+    @property
+    def tracer_provider(self) -> TracerProvider | None:
+        """The SDK's provider (the store's query spans), None without tracing."""
+        return self.tracing.provider if self.tracing is not None else None
 
     def prepare_methods(self, full_methods: list[str]) -> None:
         """Create every series of these methods now, so dashboards see zeros from start-up."""

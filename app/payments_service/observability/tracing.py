@@ -268,6 +268,8 @@ def caller_trace_id(metadata: Sequence[tuple[str, Any]]) -> str | None:
 
 
 _UNSET = Status(StatusCode.UNSET)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _NO_CONTEXT = otel_context.Context()
 
 
@@ -419,13 +421,11 @@ class ServerSpans:
         trace_id = self._ids.generate_trace_id() if parent_context is None else caller.trace_id
         sampling = self._sampler.should_sample(parent, trace_id, name, SpanKind.SERVER)
         decision = sampling.decision
-        sampled = decision is Decision.RECORD_AND_SAMPLE
-        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         span_context = SpanContext(
             trace_id,
             self._ids.generate_span_id(),
             is_remote=False,
-            trace_flags=TraceFlags(flags),
+            trace_flags=_SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED,
             trace_state=sampling.trace_state,
         )
         span: Span

@@ -56,10 +56,10 @@ class CertificateFiles:
                 return None
             certificate, key, client_ca = self._paths
             problem = certificate_problem(certificate, key)
-            if client_ca is not None and problem is None:
-                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=client_ca)
             if problem is not None:
                 raise ValueError(problem)
+            if client_ca is not None:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=client_ca)
             configuration = self._read()
         except (OSError, ValueError, ssl.SSLError) as error:
             logger.warning("TLS files changed but cannot be used yet (%s); keeping the old", error)
