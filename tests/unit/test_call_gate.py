@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 
-from payments_service.transport.calls import WAIT, CallGate
+from payments_service.transport.calls import CLOSE_QUIET_SECONDS, WAIT, CallGate
 
 
 async def test_the_cap_refuses_and_workers_take_turns() -> None:
@@ -46,3 +46,21 @@ async def test_a_drain_reports_calls_still_running_when_the_grace_period_ends() 
     assert gate.admit() is None
     assert await gate.drain(0.05) is False
     assert gate.admitted == 1
+
+
+async def test_a_drain_ends_only_once_calls_have_stopped_coming() -> None:
+    # grpc core cancels a call that reaches the server once it stops: the ports close
+    # only after a quiet, not while clients are still being refused.
+    gate = CallGate(cap=None, workers=1)
+    loop = asyncio.get_running_loop()
+    drain = asyncio.ensure_future(gate.drain(5))
+    while not isinstance(gate.admit(), grpc.Status):  # served until the drain refuses
+        gate.leave()
+        await asyncio.sleep(0.001)
+    for _ in range(20):  # a client retrying every 10 ms
+        await asyncio.sleep(0.01)
+        assert not drain.done()
+        assert isinstance(gate.admit(), grpc.Status)
+    last_refused = loop.time()
+    assert await asyncio.wait_for(drain, 1) is True
+    assert loop.time() - last_refused >= CLOSE_QUIET_SECONDS

@@ -113,8 +113,13 @@ def _undecodable(method: str) -> ValidationError:
 
 #: The event loop has caught up with the calls clients sent when no task started or ended
 #: during this long a sleep (grpc.aio starts a task the moment it takes a call up, before
-#: its request arrives): grpc core then holds no call it would cancel at its shutdown.
+#: its request arrives).
 CAUGHT_UP_SECONDS = 0.002
+#: The ports close only after this long a quiet (or at the grace period's end): grpc core
+#: cancels a call that reaches it once its server stops (CANCELLED, where every later call
+#: gets UNAVAILABLE). It is ten times Python's GIL switch interval (5 ms): a client whose
+#: threads contend for the GIL may wait several of those before it sends its next call.
+CLOSE_QUIET_SECONDS = 0.05
 #: At most this long after a drain begins, calls taken up are still served (the backlog
 #: clients had sent before it began); later ones are refused.
 DRAIN_SERVE_LIMIT_SECONDS = 1.0
@@ -136,12 +141,15 @@ class CallGate:
         self._idle.set()
         #: Calls admitted and not finished: handled now, or waiting for a worker.
         self.admitted = 0
+        #: Calls refused because a drain had begun.
+        self.refused = 0
 
     def admit(self) -> grpc.Status | object | None:
         """Let a call whose request has arrived in: None when a worker is free for it at
         once; :data:`WAIT` when it must ``await`` :meth:`turn` first (either way
         :meth:`leave` must follow); or the status it is refused with."""
         if self._draining:
+            self.refused += 1
             return shutting_down_status()
         if self._cap is not None and self.admitted >= self._cap:
             return overloaded_status(self._cap)
@@ -190,35 +198,38 @@ class CallGate:
         1. Calls keep being served until the loop has caught up with what clients had
            sent (at most :data:`DRAIN_SERVE_LIMIT_SECONDS`).
         2. From then on calls are refused with UNAVAILABLE, and the admitted ones finish.
-        3. It returns at a moment the loop has caught up again, so that the caller can
-           stop the gRPC server at once (grpc core cancels the calls it holds then).
+        3. It returns once no call has come for :data:`CLOSE_QUIET_SECONDS`, so that the
+           caller can stop the gRPC server at once (grpc core cancels the calls it holds
+           then, and those that reach it afterwards).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        await self._caught_up(min(deadline, loop.time() + DRAIN_SERVE_LIMIT_SECONDS))
+        await self._quiet(CAUGHT_UP_SECONDS, min(deadline, loop.time() + DRAIN_SERVE_LIMIT_SECONDS))
         self._draining = True
         if not self._idle.is_set():
             try:
                 await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
             except TimeoutError:
                 return False
-        await self._caught_up(deadline)
+        await self._quiet(CLOSE_QUIET_SECONDS, deadline)
         return True
 
-    @staticmethod
-    async def _caught_up(until: float) -> None:
-        """Return once a short sleep passes in which no task started or ended, or at
-        ``until``."""
+    async def _quiet(self, seconds: float, until: float) -> None:
+        """Return once ``seconds`` pass in which no task started or ended and no call was
+        refused, or at ``until``."""
         loop = asyncio.get_running_loop()
         tasks = asyncio.all_tasks()  # held: no new task can take the place of one of these
+        refused = self.refused
+        quiet_since = loop.time()
         while loop.time() < until:
             await asyncio.sleep(CAUGHT_UP_SECONDS)
             for _ in range(3):  # what woke the loop meanwhile becomes a task by now
                 await asyncio.sleep(0)
             now = asyncio.all_tasks()
-            if now == tasks:
+            if now != tasks or self.refused != refused:
+                tasks, refused, quiet_since = now, self.refused, loop.time()
+            elif loop.time() - quiet_since >= seconds:
                 return
-            tasks = now
 
 
 def _final_code(context: Context) -> grpc.StatusCode:
