@@ -141,15 +141,15 @@ class CallGate:
         self._idle.set()
         #: Calls admitted and not finished: handled now, or waiting for a worker.
         self.admitted = 0
-        #: Calls refused because a drain had begun.
-        self.refused = 0
+        # Calls refused because a drain had begun (what a drain watches for quiet).
+        self._refused = 0
 
     def admit(self) -> grpc.Status | object | None:
         """Let a call whose request has arrived in: None when a worker is free for it at
         once; :data:`WAIT` when it must ``await`` :meth:`turn` first (either way
         :meth:`leave` must follow); or the status it is refused with."""
         if self._draining:
-            self.refused += 1
+            self._refused += 1
             return shutting_down_status()
         if self._cap is not None and self.admitted >= self._cap:
             return overloaded_status(self._cap)
@@ -219,15 +219,15 @@ class CallGate:
         refused, or at ``until``."""
         loop = asyncio.get_running_loop()
         tasks = asyncio.all_tasks()  # held: no new task can take the place of one of these
-        refused = self.refused
+        refused = self._refused
         quiet_since = loop.time()
         while loop.time() < until:
             await asyncio.sleep(CAUGHT_UP_SECONDS)
             for _ in range(3):  # what woke the loop meanwhile becomes a task by now
                 await asyncio.sleep(0)
             now = asyncio.all_tasks()
-            if now != tasks or self.refused != refused:
-                tasks, refused, quiet_since = now, self.refused, loop.time()
+            if now != tasks or self._refused != refused:
+                tasks, refused, quiet_since = now, self._refused, loop.time()
             elif loop.time() - quiet_since >= seconds:
                 return
 
