@@ -79,7 +79,7 @@ class PaymentService:
                 stored.amount_minor,
             )
             return PaymentResult(stored, created=True)
-        if stored.request_fingerprint != candidate.request_fingerprint:
+        if stored.request_fingerprint != request.fingerprint():
             logger.debug("Refused reuse of the idempotency key of payment %s", stored.payment_id)
             observer.outcome(PaymentOutcome.CONFLICT, request)
             raise IdempotencyKeyReusedError(stored.payment_id)

@@ -15,7 +15,11 @@ import grpc
 import pytest
 
 from payments_service import payments_pb2, payments_pb2_grpc
-from payments_service.transport.conversion import CREATED_MESSAGE, REPLAYED_MESSAGE
+from payments_service.transport.conversion import (
+    CREATED_MESSAGE,
+    REPLAYED_MESSAGE,
+    payment_request_from_proto,
+)
 from tests.support.postgres import rows, start_replica
 from tests.support.processes import stop_process
 from tests.support.requests import valid_request
@@ -56,8 +60,10 @@ def test_concurrent_identical_requests_on_two_replicas_create_one_payment(
     messages = [r.message for r in responses]
     assert messages.count(CREATED_MESSAGE) == 1
     assert messages.count(REPLAYED_MESSAGE) == 127
-    assert rows(database_url, "SELECT payment_id::text FROM payments") == [
-        (responses[0].payment_id,)
+    # The fingerprint column holds the request's fingerprint (replays compare recomputed ones).
+    fingerprint = payment_request_from_proto(valid_request(key)).fingerprint()
+    assert rows(database_url, "SELECT payment_id::text, request_fingerprint FROM payments") == [
+        (responses[0].payment_id, fingerprint)
     ]
 
 

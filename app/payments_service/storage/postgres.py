@@ -61,13 +61,11 @@ RETURNING payment_id::text
 """
 # Column order of every row read: see _row_to_payment.
 _SELECT_BY_KEYS = """
-SELECT payment_id, idempotency_key, request_fingerprint, amount_minor,
-       currency, order_id, metadata, status, created_at
+SELECT payment_id, idempotency_key, amount_minor, currency, order_id, metadata, status, created_at
 FROM payments WHERE idempotency_key = ANY(%s::text[])
 """
 _SELECT_BY_ID = """
-SELECT payment_id, idempotency_key, request_fingerprint, amount_minor,
-       currency, order_id, metadata, status, created_at
+SELECT payment_id, idempotency_key, amount_minor, currency, order_id, metadata, status, created_at
 FROM payments WHERE payment_id = %s
 """
 # Exact below a limit; above it PostgreSQL's own estimate, as a full count would scan the
@@ -119,12 +117,11 @@ def connection_settings(url: str, timeout_seconds: float) -> str:
 
 
 def _row_to_payment(row: tuple[Any, ...]) -> Payment:
-    (payment_id, key, fingerprint, amount, currency, order_id, metadata, status, created) = row
+    (payment_id, key, amount, currency, order_id, metadata, status, created) = row
     created_at: datetime = created
     return Payment(
         payment_id=str(payment_id),
         idempotency_key=key,
-        request_fingerprint=fingerprint,
         amount_minor=amount,
         currency=currency,
         order_id=order_id,

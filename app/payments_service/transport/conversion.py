@@ -21,13 +21,15 @@ REPLAYED_MESSAGE = (
 
 def payment_request_from_proto(request: payments_pb2.RequestPaymentRequest) -> PaymentRequest:
     """The domain's request for this RequestPayment message (not validated yet)."""
+    metadata = request.metadata
+    # Positional (the fields' order): keyword arguments cost a NamedTuple half as much again.
     return PaymentRequest(
-        amount_minor=request.amount_minor,
-        currency=request.currency,
-        order_id=request.order_id,
-        idempotency_key=request.idempotency_key,
+        request.amount_minor,
+        request.currency,
+        request.order_id,
+        request.idempotency_key,
         # items(): half the cost of copying a protobuf map directly; most requests have none.
-        metadata=dict(request.metadata.items()) if request.metadata else {},
+        dict(metadata.items()) if metadata else {},
     )
 
 
