@@ -18,8 +18,11 @@ from payments_service.storage.repository import PaymentRepository
 logger = logging.getLogger(__name__)
 
 
-class PaymentOutcome(enum.Enum):
-    """How a RequestPayment call ended. Values are the ``outcome`` label of the metrics."""
+class PaymentOutcome(enum.StrEnum):
+    """How a RequestPayment call ended. Values are the ``outcome`` label of the metrics.
+
+    A StrEnum, so that a member hashes in C (the metrics count by outcome on every call).
+    """
 
     CREATED = "created"
     REPLAYED = "replayed"

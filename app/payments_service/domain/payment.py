@@ -12,8 +12,12 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 
-class PaymentStatus(enum.Enum):
-    """Lifecycle of a payment. Values are the names stored and shown to callers."""
+class PaymentStatus(enum.StrEnum):
+    """Lifecycle of a payment. Values are the names stored and shown to callers.
+
+    A StrEnum, so that a member hashes as its value does, in C: a plain Enum's hash is a
+    Python call, and every call looks a status up in a dict (its protobuf value).
+    """
 
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"

@@ -61,6 +61,8 @@ _BUCKET_NAMES = [*map(floatToGoString, HANDLING_SECONDS_BUCKETS), "+Inf"]
 
 _GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
+_OK = grpc.StatusCode.OK
+
 #: Exemplar labels: {"trace_id": "<32 hex digits>"}, or None for an unsampled call.
 Exemplar = dict[str, str] | None
 
@@ -85,7 +87,9 @@ class MethodMetrics:
         self.started_count = 0
         self.received_count = 0
         self.sent_count = 0
-        self.handled_counts = dict.fromkeys(GRPC_CODE_NAMES, 0)
+        #: Calls that ended with each code but OK: an OK unary call sent its one response,
+        #: so ``sent_count`` counts those (a StatusCode's hash is a Python call).
+        self.handled_counts = dict.fromkeys(GRPC_CODE_NAMES.keys() - {_OK}, 0)
         self.handled_exemplars: dict[grpc.StatusCode, PromExemplar] = {}
         #: Calls per bucket, not cumulative (the collector adds them up).
         self.bucket_counts = [0] * len(_BUCKET_NAMES)
@@ -100,9 +104,10 @@ class MethodMetrics:
 
     def handled(self, code: grpc.StatusCode, seconds: float, exemplar: Exemplar) -> None:
         """The call ended with ``code`` after ``seconds``."""
-        if code is grpc.StatusCode.OK:
+        if code is _OK:
             self.sent_count += 1
-        self.handled_counts[code] += 1
+        else:
+            self.handled_counts[code] += 1
         bucket = bisect_left(HANDLING_SECONDS_BUCKETS, seconds)  # the first bound >= seconds
         self.bucket_counts[bucket] += 1
         self.seconds_sum += seconds
@@ -168,7 +173,7 @@ class GrpcServerMetrics(Collector):
             for code, name in GRPC_CODE_NAMES.items():
                 handled.add_metric(
                     (*m.labels, name),
-                    m.handled_counts[code],
+                    m.sent_count if code is _OK else m.handled_counts[code],
                     exemplar=m.handled_exemplars.get(code),
                 )
             cumulative = 0
