@@ -3,6 +3,11 @@
 `async def` handlers run on the event loop, as the service's do (plain `def` ones would
 go to grpc.aio's thread pool, a thread hop per call). It runs on uvloop, as the service
 does; ``BENCH_LOOP=asyncio`` runs it on asyncio's own loop instead.
+
+``BENCH_HANDLERS=service`` serves the service's own handlers instead (conversion,
+validation, the payment, the in-memory store), with nothing around them: no call guard,
+admission, metrics, access log or tracing. What that costs over the trivial handlers is
+the business logic's share, which no change to the rest can take off.
 """
 
 from __future__ import annotations
@@ -32,9 +37,22 @@ class BareAioServicer(payments_pb2_grpc.PaymentServiceServicer):
         return payments_pb2.HealthResponse(status="SERVING")
 
 
+def _servicer() -> payments_pb2_grpc.PaymentServiceServicer:
+    if os.environ.get("BENCH_HANDLERS") != "service":
+        return BareAioServicer()
+    from payments_service.server import HEALTH_SERVICES
+    from payments_service.service import PaymentService
+    from payments_service.storage.memory import InMemoryPaymentRepository
+    from payments_service.transport.health import HealthService
+    from payments_service.transport.servicer import PaymentServicer
+
+    service = PaymentService(InMemoryPaymentRepository())
+    return PaymentServicer(service, HealthService(HEALTH_SERVICES))
+
+
 async def serve() -> None:
     server = grpc.aio.server()
-    payments_pb2_grpc.add_PaymentServiceServicer_to_server(BareAioServicer(), server)
+    payments_pb2_grpc.add_PaymentServiceServicer_to_server(_servicer(), server)
     server.add_insecure_port(f"127.0.0.1:{os.environ['PORT']}")
     await server.start()
     done = asyncio.Event()

@@ -1,9 +1,11 @@
 """`python -m bench.instructions`: CPU instructions per call of each target, counted by valgrind.
 
 Calls/s on a shared, virtualised machine move by up to 30% between runs; instruction counts
-move far less: the synchronous server's within 1%, grpc.aio targets' by up to about 10% with
-the machine's load (how many completions each wake-up of the loop handles depends on
-timing), so compare targets measured in one run. Each target server runs twice under
+move far less: measured one at a time on an otherwise idle machine, a target repeats within
+0.5%. grpc.aio targets move by up to about 10% with the machine's load (how many
+completions each wake-up of the loop handles depends on timing): targets measured at once
+(``--parallel 2``), or beside other work, count more, so compare targets measured in one
+run, one at a time. Each target server runs twice under
 ``valgrind --tool=callgrind``, which counts the user-space instructions of the whole process
 (grpcio's C core included): once serving ``--warmup`` calls and once ``--warmup`` +
 ``--calls``. The difference divided by ``--calls`` is the cost of one call, with start-up
@@ -70,7 +72,7 @@ def main() -> None:
     parser.add_argument(
         "--targets",
         nargs="+",
-        default=["bare", "bare-sync", "quiet", "defaults", "traced", "traced-10"],
+        default=["bare", "bare-sync", "handlers", "quiet", "defaults", "traced", "traced-10"],
     )
     parser.add_argument(
         "--method", default="RequestPayment", choices=["RequestPayment", "GetPayment"]
@@ -78,7 +80,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300, help="calls in both runs")
     parser.add_argument("--calls", type=int, default=1200, help="calls only the second run makes")
     parser.add_argument("--workers", type=int, default=10, help="MAX_WORKERS of every server")
-    parser.add_argument("--parallel", type=int, default=2, help="targets measured at once")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="targets measured at once (more: less steady)"
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.targets) - set(TARGETS))
     if unknown:

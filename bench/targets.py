@@ -80,6 +80,13 @@ TARGETS: dict[str, Target] = {
         args=("-m", "bench.bare_server"),
         baseline=None,
     ),
+    "handlers": Target(
+        "handlers",
+        "the bare server serving the service's own handlers (conversion, validation, the "
+        "payment, the in-memory store) with nothing around them: the business logic's cost",
+        args=("-m", "bench.bare_aio_server"),
+        env={"BENCH_HANDLERS": "service"},
+    ),
     "quiet": Target(
         "quiet",
         "payments-service, in-memory store, no metrics, tracing or access log: its own work",
