@@ -115,14 +115,15 @@ class PaymentTelemetry:
 
     def outcome(self, outcome: PaymentOutcome, request: PaymentRequest) -> None:
         currency = request.currency if request.currency in self._currencies else OTHER_CURRENCY
-        span = trace.get_current_span() if self._traced else trace.INVALID_SPAN
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "payments.outcome": outcome.value,
-                    "payments.currency": currency,
-                    "payments.amount_minor": request.amount_minor,
-                }
-            )
+        if self._traced:
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "payments.outcome": outcome.value,
+                        "payments.currency": currency,
+                        "payments.amount_minor": request.amount_minor,
+                    }
+                )
         if self._metrics is not None:
             self._metrics.record(outcome, currency, request.amount_minor)

@@ -279,7 +279,8 @@ def guard_unary(
         if request is grpc.aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs lacks it
             return await _end(context, observer, call, status_for(_missing_request(method)))
         admission = gate.admit() if gate is not None else None
-        if isinstance(admission, grpc.Status):
+        # None first: the common case skips isinstance, dear for an abc such as grpc.Status.
+        if admission is not None and isinstance(admission, grpc.Status):
             return await _end(context, observer, call, admission)
         try:
             if admission is WAIT and gate is not None:
