@@ -5,11 +5,12 @@ move far less: measured one at a time on an otherwise idle machine, a target rep
 0.5%. grpc.aio targets move by up to about 10% with the machine's load (how many
 completions each wake-up of the loop handles depends on timing): targets measured at once
 (``--parallel 2``), or beside other work, count more, so compare targets measured in one
-run, one at a time. Each target server runs twice under
-``valgrind --tool=callgrind``, which counts the user-space instructions of the whole process
-(grpcio's C core included): once serving ``--warmup`` calls and once ``--warmup`` +
-``--calls``. The difference divided by ``--calls`` is the cost of one call, with start-up
-and warm-up cancelled out.
+run, one at a time.
+
+Each target server runs twice under ``valgrind --tool=callgrind``, which counts the
+user-space instructions of the whole process (grpcio's C core included): once serving
+``--warmup`` calls and once ``--warmup`` + ``--calls``. The difference divided by
+``--calls`` is the cost of one call, with start-up and warm-up cancelled out.
 
 The kernel's work (the sockets, the wake-ups) is not counted. It is about the same for the
 targets of one server model, so their ratio of instructions is lower than their ratio of

@@ -88,20 +88,16 @@ class Payment(NamedTuple):
     created_at: datetime
 
     @property
-    def request(self) -> PaymentRequest:
-        """The request this payment was made for."""
-        return PaymentRequest(
-            self.amount_minor, self.currency, self.order_id, self.idempotency_key, self.metadata
-        )
-
-    @property
     def request_fingerprint(self) -> str:
         """The fingerprint of its request: what a retry must match to be a replay.
 
         Computed when asked, from the fields it is a digest of: only a replay and the
         PostgreSQL store (which keeps it in a column) need it, not every new payment.
         """
-        return self.request.fingerprint()
+        request = PaymentRequest(
+            self.amount_minor, self.currency, self.order_id, self.idempotency_key, self.metadata
+        )
+        return request.fingerprint()
 
     @classmethod
     def new(cls, request: PaymentRequest, *, now: datetime | None = None) -> Payment:
